@@ -1,0 +1,111 @@
+"""Command line: `muxproxy [--config FILE] [--listen HOST:PORT ...]`, `muxproxy check FILE`.
+
+Strategy: parse arguments, load and validate the configuration (a mistake is
+printed as "file: key: problem" and exits 2 before anything listens), then
+hand over to the asyncio shell.  uvloop is used when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from proxy import __version__
+from proxy.config import Address, Config, load_config, load_default_config
+from proxy.errors import ConfigError
+
+log = logging.getLogger("muxproxy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="muxproxy",
+        description="A multiplexing reverse proxy: many HTTP requests over one application/http stream.",
+        epilog="`muxproxy check FILE` validates a configuration file without starting.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: the packaged demo config)")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        action="append",
+        help="listen here instead of the config's listeners (repeatable)",
+    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
+    parser.add_argument("--version", action="version", version=f"muxproxy {__version__}")
+    return parser
+
+
+def load(path: str | None, listen: list[str] | None) -> Config:
+    config = load_config(path) if path else load_default_config()
+    if listen:
+        addresses = []
+        for text in listen:
+            try:
+                addresses.append(Address.parse(text))
+            except ValueError as exc:
+                raise ConfigError(f"--listen {text}: {exc}") from None
+        config = config.with_listeners(addresses)
+    return config
+
+
+def check(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="muxproxy check", description="Validate a configuration file.")
+    parser.add_argument("config", metavar="FILE")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(
+        f"{args.config}: ok ({len(config.listeners)} listener(s), {len(config.origins)} origin(s), "
+        f"{len(config.routes)} route(s))"
+    )
+    return 0
+
+
+async def serve(config: Config) -> None:
+    from proxy.shell.server import ProxyServer
+
+    server = ProxyServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopped.set)
+    try:
+        await stopped.wait()
+    finally:
+        log.info("stopping")
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "check":
+        return check(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        config = load(args.config, args.listen)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=(args.log_level or config.log.level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve(config))
+    except OSError as exc:
+        print(f"muxproxy: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,112 @@
+"""Message heads and parser events shared by every HTTP/1.x component.
+
+Strategy: a parsed head is an immutable value that carries the raw fields as
+received (names keep their case, because old origins sometimes care) plus the
+framing facts the proxy derived from them, so that no later stage ever
+re-derives framing from headers.  Events are facts produced by the parsers;
+consumers dispatch on their type.
+
+Framing is an int constant rather than an Enum member: it is compared on every
+message in the hot path, and the int comparison is measurably cheaper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.errors import ProxyError
+
+Headers = list[tuple[bytes, bytes]]
+
+# Body framing of a message (RFC 9112 §6.3).
+FRAMING_NONE = 0  # no body at all
+FRAMING_LENGTH = 1  # Content-Length bytes
+FRAMING_CHUNKED = 2  # chunked transfer coding
+FRAMING_CLOSE = 3  # responses only: body ends when the connection closes
+
+FRAMING_NAMES = {
+    FRAMING_NONE: "none",
+    FRAMING_LENGTH: "length",
+    FRAMING_CHUNKED: "chunked",
+    FRAMING_CLOSE: "close",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A request line and header section that passed the strict parser.
+
+    `rejection` is set when the head is well framed (the parser knows where the
+    message ends) but unacceptable, e.g. too many fields or two Host fields.
+    The body is still delivered so the stream stays in sync; the consumer must
+    answer with the rejection instead of forwarding.
+    """
+
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.0" or b"1.1"
+    headers: Headers
+    framing: int
+    content_length: int  # -1 unless framing is FRAMING_LENGTH
+    keep_alive: bool
+    expect_continue: bool
+    host: bytes | None
+    rejection: ProxyError | None = None
+
+    def get(self, lower_name: bytes) -> bytes | None:
+        """First value of a field, by lower-case name; None when absent."""
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """A final (non-1xx) response head as received from an origin or made here."""
+
+    status: int
+    reason: bytes
+    version: bytes
+    headers: Headers
+    framing: int
+    content_length: int  # -1 unless framing is FRAMING_LENGTH
+    keep_alive: bool
+
+    def get(self, lower_name: bytes) -> bytes | None:
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A piece of message body, transfer coding already removed."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    """The message (request or response) ended where its framing said."""
+
+    trailers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ParseFailed:
+    """The stream cannot be parsed any further.
+
+    `head` is the head of the message that failed, when the failure came after
+    its header section; `target` is its request target when at least that was
+    read completely.  Both let an error response still be correlated.
+    """
+
+    error: ProxyError
+    head: RequestHead | None = None
+    target: bytes | None = None
+
+
+#: A bare EndOfMessage with no trailers; shared because it is the common case.
+END_OF_MESSAGE = EndOfMessage()

@@ -1,0 +1,442 @@
+"""Strict parser for a stream of HTTP/1.x requests.
+
+Strategy: httptools (llhttp) does the byte-level work, including consecutive
+messages on one stream, and already refuses most ambiguous input in its
+default strict mode: Content-Length together with Transfer-Encoding, repeated
+or non-numeric Content-Length, a request Transfer-Encoding that does not end
+in chunked, obs-fold, whitespace before the colon, bare CR or LF, NUL and other
+controls, bad chunk sizes (RFC 9112 §2.2, §5.1, §5.2, §6.1, §6.3, §7.1).
+This module adds what llhttp does not check, and turns its callbacks into
+events (`RequestHead`, `Body`, `EndOfMessage`, `ParseFailed`).
+
+Two kinds of failure, matching `ProxyError.loses_framing`:
+- the head is well framed but unacceptable (too large, two Host fields, bad
+  target): the head event carries a `rejection`, its body is still parsed and
+  delivered, and parsing continues with the next message;
+- the framing itself is broken: a final `ParseFailed` event, after which the
+  parser accepts nothing more (nobody knows where the next message starts).
+
+Sizes: llhttp enforces no limits and httptools accumulates a field value in
+memory until it is complete, so sizes are counted here.  Callbacks give exact
+counts of finished parts; a feed that ends inside a head is counted whole, so
+what httptools can hold for one head is bounded by the hard cap plus one read.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httptools
+
+from proxy.core.http1.fields import connection_tokens, host_without_port, is_valid_host
+from proxy.core.http1.messages import (
+    END_OF_MESSAGE,
+    FRAMING_CHUNKED,
+    FRAMING_LENGTH,
+    FRAMING_NONE,
+    Body,
+    EndOfMessage,
+    Headers,
+    ParseFailed,
+    RequestHead,
+)
+from proxy.errors import (
+    FramingError,
+    HeadTooLarge,
+    ProxyError,
+    RequestError,
+    UnsupportedTransferCoding,
+    UnsupportedVersion,
+)
+
+#: A head larger than max_head_size is refused with 431 but still parsed to its
+#: end so the stream stays usable; past this multiple of the limit we stop
+#: parsing altogether (framing lost) rather than keep reading a hostile head.
+HEAD_DISCARD_FACTOR = 4
+
+#: Bytes of chunk framing (size line, extensions, CRLFs) allowed to pass with
+#: no body byte in between.  llhttp validates chunk extensions but keeps none
+#: of them, so this bounds CPU, not memory; 4 KiB is far above any real
+#: extension (nginx limits the whole chunk size line to its 4 KiB buffer).
+MAX_CHUNK_FRAMING_RUN = 4096
+
+
+class CannotExpect(RequestError):
+    """An Expect value other than 100-continue (RFC 9110 §10.1.1)."""
+
+    status = 417
+
+
+class ConnectNotSupported(FramingError):
+    """CONNECT opens a tunnel; muxproxy is a reverse proxy and never tunnels."""
+
+    status = 405
+
+
+class UnsupportedMethod(FramingError):
+    """llhttp does not know this method (RFC 9110 §9.1: 501)."""
+
+    status = 501
+
+
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+
+# pct-encoded must be "%" HEXDIG HEXDIG (RFC 3986 §2.1); a stray "%" is read
+# differently by different origin decoders.
+_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
+
+
+def is_idempotent(method: bytes) -> bool:
+    """RFC 9110 §9.2.2 idempotent methods."""
+    return method in _IDEMPOTENT
+
+
+def target_problem(target: bytes) -> str | None:
+    """Why an origin-form or absolute-form target is refused, or None.
+
+    llhttp accepts a few bytes that RFC 3986 does not: "#" (a fragment is never
+    part of a request-target, RFC 9112 §3.2) and "\\" (some old servers treat
+    it as a path separator, which turns it into a traversal).  Dot segments
+    are refused outright, raw or percent-encoded: the route is chosen on the
+    path as received, and an origin that resolves "/a/../b" would serve a
+    path that no route check ever saw (RFC 3986 §5.2.4 is a client duty).
+    """
+    if b"#" in target or b"\\" in target:
+        return "fragment or backslash in request target"
+    if b"%" in target and _BAD_PERCENT.search(target):
+        return "malformed percent-encoding in request target"
+    path = target.split(b"?", 1)[0]
+    if b"%" in path:
+        path = _ENCODED_DOT.sub(b".", path)
+    if b"." in path:
+        for segment in path.split(b"/"):
+            if segment == b"." or segment == b"..":
+                return "dot segment in request target"
+    return None
+
+
+def split_absolute_target(target: bytes) -> tuple[bytes, bytes] | None:
+    """(authority, origin-form) for an http(s) absolute-form target, else None."""
+    lower = target[:8].lower()
+    if lower.startswith(b"http://"):
+        rest = target[7:]
+    elif lower.startswith(b"https://"):
+        rest = target[8:]
+    else:
+        return None
+    slash = rest.find(b"/")
+    question = rest.find(b"?")
+    ends = [i for i in (slash, question) if i >= 0]
+    end = min(ends) if ends else len(rest)
+    authority, path = rest[:end], rest[end:]
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return authority, path
+
+
+class RequestParser:
+    """Parse consecutive requests from one byte stream.
+
+    `feed(data)` returns the events that `data` completed.  `require_host`
+    is True for requests from a client connection (RFC 9112 §3.2: an HTTP/1.1
+    request without Host is a 400) and False for inner requests of a mux
+    stream, which inherit the outer request's Host.
+    """
+
+    def __init__(self, *, max_head_size: int, max_header_count: int, require_host: bool) -> None:
+        self.max_head_size = max_head_size
+        self.max_header_count = max_header_count
+        self.require_host = require_host
+        self._parser = httptools.HttpRequestParser(self)
+        # Connection: close and HTTP/1.0 are decided by the connection layer
+        # (a mux stream ignores them); without this llhttp refuses any byte
+        # after such a request instead of letting us decide.
+        self._parser.set_dangerous_leniencies(lenient_keep_alive=True)
+        self._events: list = []
+        self.failed: ProxyError | None = None
+        # State of the message being parsed.
+        self._in_message = False
+        self._in_head = False
+        self._target = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head: RequestHead | None = None
+        self._trailers: Headers | None = None
+        self._last_head: RequestHead | None = None
+        # Feed-level accounting (see the module note).
+        self._callback_seen = False
+        self._head_run = 0
+        self._framing_run = 0
+
+    def __repr__(self) -> str:
+        state = "failed" if self.failed else "head" if self._in_head else "body" if self._in_message else "idle"
+        return f"<RequestParser {state}>"
+
+    @property
+    def is_idle(self) -> bool:
+        """True between messages: nothing of a next message has been seen."""
+        return not self._in_message and self.failed is None
+
+    @property
+    def in_head(self) -> bool:
+        return self._in_head
+
+    def feed(self, data: bytes) -> list:
+        if self.failed is not None or not data:
+            return []
+        events = self._events = []
+        self._callback_seen = False
+        head_before = self._in_head
+        try:
+            self._feed(data)
+        except ProxyError as error:
+            self._fail(error)
+        if self.failed is None:
+            self._account(len(data), head_before)
+        return events
+
+    def _feed(self, data: bytes) -> None:
+        while True:
+            try:
+                self._parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                # llhttp stops after a request with Upgrade + Connection:
+                # upgrade (the message is complete) or a CONNECT head.
+                data = self._after_upgrade(data, upgrade.args[0])
+                if not data:
+                    return
+            except httptools.HttpParserCallbackError as exc:
+                cause = exc.__context__
+                if isinstance(cause, ProxyError):
+                    raise cause from None
+                raise
+            except httptools.HttpParserInvalidMethodError as exc:
+                raise UnsupportedMethod(f"unknown request method ({exc})") from None
+            except httptools.HttpParserError as exc:
+                raise FramingError(f"malformed request: {exc}") from None
+
+    def _after_upgrade(self, data: bytes, offset: int) -> bytes:
+        if self._parser.get_method() == b"CONNECT":
+            raise ConnectNotSupported("CONNECT is not supported by a reverse proxy")
+        # We never upgrade: the request is forwarded without its Upgrade
+        # field (hop-by-hop).  llhttp treats what follows an upgrade head as
+        # the new protocol, so a body declared by that head was not consumed;
+        # parsing it as the next request would be request smuggling.
+        last = self._events[-1] if self._events else None
+        head = self._last_head
+        if head is not None and head.framing != FRAMING_NONE:
+            raise FramingError("a request with Upgrade must not carry a body")
+        if not isinstance(last, EndOfMessage):
+            raise FramingError("incomplete upgrade request")
+        return data[offset:]
+
+    def _account(self, length: int, head_before: bool) -> None:
+        if self._in_head:
+            if head_before:
+                # The whole feed was head bytes (it began and ended in a head).
+                self._head_run += length
+            if max(self._head_run, self._head_bytes) > self.max_head_size * HEAD_DISCARD_FACTOR:
+                self._fail(HeadTooLarge("request head too large"))
+        elif self._in_message and not self._callback_seen:
+            self._framing_run += length
+            if self._framing_run > MAX_CHUNK_FRAMING_RUN:
+                self._fail(FramingError("chunk framing too long (chunk extensions?)"))
+
+    def _fail(self, error: ProxyError) -> None:
+        if not error.loses_framing:
+            # A callback raised a per-message error where the stream cannot
+            # continue (llhttp is in an error state after any raise).
+            error = FramingError(error.detail)
+        self.failed = error
+        target = self._target if (self._in_message and self._header_count) else None
+        head = self._head if self._in_message else None
+        if head is not None:
+            target = head.target
+        self._events.append(ParseFailed(error, head, target))
+
+    # --- httptools callbacks ------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._callback_seen = True
+        self._in_message = True
+        self._in_head = True
+        self._target = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head = None
+        self._trailers = None
+        self._head_run = 0
+        self._framing_run = 0
+
+    def on_url(self, piece: bytes) -> None:
+        self._callback_seen = True
+        self._target += piece
+        self._head_bytes += len(piece)
+        if self._head_bytes > self.max_head_size * HEAD_DISCARD_FACTOR:
+            raise HeadTooLarge("request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._callback_seen = True
+        self._framing_run = 0
+        self._header_count += 1
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.max_head_size * HEAD_DISCARD_FACTOR or (
+            self._header_count > self.max_header_count * HEAD_DISCARD_FACTOR
+        ):
+            raise HeadTooLarge("request head too large")
+        # llhttp keeps trailing whitespace; a field value has none (RFC 9110 §5.5).
+        value = value.rstrip(b" \t")
+        if self._head is not None:
+            if self._trailers is None:
+                self._trailers = []
+            self._trailers.append((name, value))
+        elif self._header_count <= self.max_header_count:
+            self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._callback_seen = True
+        self._in_head = False
+        self._head = head = self._build_head()
+        self._last_head = head
+        self._events.append(head)
+
+    def on_chunk_header(self) -> None:
+        self._callback_seen = True
+        self._framing_run = 0
+
+    def on_body(self, data: bytes) -> None:
+        self._callback_seen = True
+        self._framing_run = 0
+        self._events.append(Body(data))
+
+    def on_message_complete(self) -> None:
+        self._callback_seen = True
+        self._in_message = False
+        self._head = None
+        trailers = self._trailers
+        self._events.append(EndOfMessage(trailers) if trailers else END_OF_MESSAGE)
+
+    # --- head validation ----------------------------------------------------------
+
+    def _build_head(self) -> RequestHead:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version == "1.1":
+            version_bytes = b"1.1"
+        elif version == "1.0":
+            version_bytes = b"1.0"
+        else:
+            raise UnsupportedVersion(f"HTTP/{version} is not supported")
+        method = parser.get_method()
+        target = self._target
+        headers = self._headers
+
+        host = None
+        host_count = 0
+        content_length = -1
+        transfer_encoding = None
+        connection = False
+        expect = None
+        for name, value in headers:
+            # Dispatch on length first: most fields match none of these.
+            length = len(name)
+            if length == 4:
+                if name.lower() == b"host":
+                    host_count += 1
+                    host = value
+            elif length == 14:
+                if name.lower() == b"content-length":
+                    content_length = int(value)  # llhttp checked: digits only, once
+            elif length == 17:
+                if name.lower() == b"transfer-encoding":
+                    transfer_encoding = value
+            elif length == 10:
+                if name.lower() == b"connection":
+                    connection = True
+            elif length == 6:
+                if name.lower() == b"expect":
+                    expect = value
+
+        framing = FRAMING_NONE
+        if transfer_encoding is not None:
+            if version_bytes == b"1.0":
+                # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means
+                # the framing is faulty, even with a Content-Length.
+                raise FramingError("Transfer-Encoding in an HTTP/1.0 request")
+            if transfer_encoding.strip().lower() != b"chunked":
+                # RFC 9112 §6.1: 501 for a transfer coding we do not
+                # implement; we implement exactly one, chunked, once.
+                raise UnsupportedTransferCoding(f"unsupported Transfer-Encoding {transfer_encoding!r}")
+            framing = FRAMING_CHUNKED
+        elif content_length >= 0:
+            framing = FRAMING_LENGTH
+
+        if connection:
+            tokens = connection_tokens(headers)
+            keep_alive = b"close" not in tokens if version_bytes == b"1.1" else b"keep-alive" in tokens
+        else:
+            keep_alive = version_bytes == b"1.1"
+
+        rejection: ProxyError | None = None
+        expect_continue = False
+        if expect is not None:
+            if expect.strip().lower() == b"100-continue":
+                expect_continue = True
+            else:
+                rejection = CannotExpect(f"Expect {expect!r} is not supported")
+
+        if self._head_bytes > self.max_head_size or self._header_count > self.max_header_count:
+            rejection = HeadTooLarge(
+                f"request head over {self.max_head_size} bytes or {self.max_header_count} fields"
+            )
+            headers = []
+            host = None
+        elif host_count > 1:
+            # RFC 9112 §3.2: more than one Host field is a 400.
+            rejection = RequestError("more than one Host field")
+        elif host is not None and not is_valid_host(host):
+            rejection = RequestError("invalid Host field")
+        elif host is None and version_bytes == b"1.1" and self.require_host:
+            rejection = RequestError("HTTP/1.1 request without Host")
+
+        if rejection is None:
+            if target.startswith(b"/"):
+                problem = target_problem(target)
+                if problem:
+                    rejection = RequestError(problem)
+            elif target == b"*":
+                if method != b"OPTIONS":
+                    rejection = RequestError("asterisk-form target is only for OPTIONS")
+            else:
+                split = split_absolute_target(target)
+                if split is None:
+                    rejection = RequestError("request target is neither origin-form nor absolute-form")
+                else:
+                    authority, path = split
+                    if b"@" in authority or not authority or not is_valid_host(authority):
+                        rejection = RequestError("invalid authority in absolute-form target")
+                    elif host is not None and host_without_port(host) != host_without_port(authority):
+                        rejection = RequestError("Host field disagrees with the absolute-form target")
+                    else:
+                        problem = target_problem(path)
+                        if problem:
+                            rejection = RequestError(problem)
+                        # RFC 9112 §3.2.2: the target's authority is the host.
+                        host = authority
+
+        return RequestHead(
+            method,
+            target,
+            version_bytes,
+            headers,
+            framing,
+            content_length if framing == FRAMING_LENGTH else -1,
+            keep_alive,
+            expect_continue,
+            host,
+            rejection,
+        )

@@ -1,0 +1,310 @@
+"""Strict parser for the responses on one origin connection.
+
+Strategy: one exchange at a time.  `start(method)` announces a request; the
+parser then accepts exactly one final response (after any 1xx interim ones,
+which are dropped) and reports whether the connection may carry another
+exchange (`reusable`).  Anything ambiguous makes the connection unusable:
+bytes after the end of a response, bytes when no request is outstanding,
+Content-Length together with Transfer-Encoding, a transfer coding other than
+a single chunked, Transfer-Encoding in an HTTP/1.0 response (RFC 9112 §6.1,
+§6.3), an unsolicited 101.
+
+llhttp cannot be told that a response answers a HEAD (httptools does not
+expose its skip-body return value), so HEAD responses take a separate path:
+the head is located here (llhttp requires CRLF line ends, so the first empty
+line ends it), validated by a fresh llhttp parser, and whatever follows it is
+by definition extra.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from proxy.core.http1.fields import connection_tokens
+from proxy.core.http1.messages import (
+    END_OF_MESSAGE,
+    FRAMING_CHUNKED,
+    FRAMING_CLOSE,
+    FRAMING_LENGTH,
+    FRAMING_NONE,
+    Body,
+    Headers,
+    ParseFailed,
+    ResponseHead,
+)
+from proxy.errors import (
+    OriginClosed,
+    OriginProtocolError,
+    OriginResponseIncomplete,
+    OriginResponseTooLarge,
+    ProxyError,
+)
+
+# Exchange states.
+IDLE = "idle"  # no request outstanding
+AWAITING_HEAD = "awaiting-head"
+IN_BODY = "in-body"
+DONE = "done"  # response complete; `reusable` says what comes next
+
+
+class _HeadCollector:
+    """Callbacks of the throwaway parser that validates a HEAD response head."""
+
+    __slots__ = ("reason", "headers", "complete")
+
+    def __init__(self) -> None:
+        self.reason = b""
+        self.headers: Headers = []
+        self.complete = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+class ResponseParser:
+    def __init__(self, *, max_head_size: int, max_header_count: int) -> None:
+        self.max_head_size = max_head_size
+        self.max_header_count = max_header_count
+        self._parser = self._new_parser()
+        self.state = IDLE
+        self.reusable = True
+        self._is_head_request = False
+        self._events: list = []
+        self._head: ResponseHead | None = None
+        self._reason = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._interim = False
+        self._head_buffer = b""
+        self._head_run = 0
+        #: Bytes received for the current exchange; 0 means the origin sent
+        #: nothing, which is what makes a retry safe.
+        self.bytes_received = 0
+
+    def __repr__(self) -> str:
+        return f"<ResponseParser {self.state} reusable={self.reusable}>"
+
+    def _new_parser(self) -> httptools.HttpResponseParser:
+        return httptools.HttpResponseParser(self)
+
+    def start(self, method: bytes) -> None:
+        if self.state not in (IDLE, DONE) or not self.reusable:
+            raise RuntimeError(f"cannot start an exchange in state {self.state}")
+        self.state = AWAITING_HEAD
+        self._is_head_request = method == b"HEAD"
+        self._head = None
+        self._interim = False
+        self._head_buffer = b""
+        self._head_run = 0
+        self.bytes_received = 0
+        self._begin_head()
+
+    def _begin_head(self) -> None:
+        self._reason = b""
+        self._headers = []
+        self._head_bytes = 0
+
+    # --- input ------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list:
+        """Events for `data`; a ParseFailed event, if any, is last."""
+        if not data:
+            return []
+        if self.state in (IDLE, DONE):
+            # Bytes nobody asked for: an unsolicited response, or bytes after
+            # the end of the last one.  Never guess what they belong to.
+            self.reusable = False
+            return []
+        self.bytes_received += len(data)
+        events = self._events = []
+        if self._is_head_request:
+            self._feed_head_response(data)
+            return events
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._stop(cause if isinstance(cause, ProxyError) else OriginProtocolError(str(exc)))
+        except httptools.HttpParserUpgrade:
+            self._stop(OriginProtocolError("origin switched protocols without being asked"))
+        except httptools.HttpParserError as exc:
+            self._stop(OriginProtocolError(f"malformed response: {exc}"))
+        if self.state == AWAITING_HEAD:
+            # httptools holds an unfinished field in memory; count every read
+            # that ends inside a head so one huge field cannot grow unseen.
+            self._head_run += len(data)
+            if self._head_run > self.max_head_size + len(data):
+                self._stop(OriginResponseTooLarge("response head too large"))
+        return events
+
+    def feed_eof(self) -> list:
+        """The origin closed its side; events that this completes or breaks."""
+        events = self._events = []
+        if self.state == IN_BODY and self._head is not None and self._head.framing == FRAMING_CLOSE:
+            self.state = DONE
+            self.reusable = False
+            events.append(END_OF_MESSAGE)
+        elif self.state == IN_BODY:
+            self._stop(OriginResponseIncomplete("origin closed the connection in the middle of the body"))
+        elif self.state == AWAITING_HEAD:
+            self._stop(OriginClosed("origin closed the connection before a complete response head"))
+        self.reusable = False
+        return events
+
+    def _stop(self, error: ProxyError) -> None:
+        if self.state == DONE:
+            # The response was complete; what failed came after it.
+            self.reusable = False
+            return
+        if self.state == IN_BODY and not isinstance(error, OriginResponseIncomplete):
+            error = OriginResponseIncomplete(f"response broke off: {error.detail}")
+        self.state = DONE
+        self.reusable = False
+        self._events.append(ParseFailed(error))
+
+    # --- HEAD responses ---------------------------------------------------------
+
+    def _feed_head_response(self, data: bytes) -> None:
+        buffer = self._head_buffer + data
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > self.max_head_size:
+                    self._stop(OriginResponseTooLarge("response head too large"))
+                self._head_buffer = buffer
+                return
+            raw_head, buffer = buffer[: end + 4], buffer[end + 4 :]
+            collector = _HeadCollector()
+            parser = httptools.HttpResponseParser(collector)
+            try:
+                parser.feed_data(raw_head)
+            except httptools.HttpParserUpgrade:
+                self._stop(OriginProtocolError("origin switched protocols without being asked"))
+                return
+            except httptools.HttpParserError as exc:
+                self._stop(OriginProtocolError(f"malformed response: {exc}"))
+                return
+            if not collector.complete:
+                self._stop(OriginProtocolError("malformed response head"))
+                return
+            status = parser.get_status_code()
+            if 100 <= status < 200:
+                continue  # interim response: dropped, the final one follows
+            self._reason, self._headers = collector.reason, collector.headers
+            try:
+                head = self._build_head(status, parser.get_http_version())
+            except ProxyError as error:
+                self._stop(error)
+                return
+            self._events.append(head)
+            self._events.append(END_OF_MESSAGE)
+            self.state = DONE
+            # A HEAD response has no body (RFC 9110 §9.3.2): anything after its
+            # head is extra, so the connection cannot be trusted any more.
+            self.reusable = head.keep_alive and not buffer
+            self._head_buffer = b""
+            return
+
+    # --- httptools callbacks ------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.state != AWAITING_HEAD:
+            raise OriginProtocolError("bytes after the end of the response")
+        self._begin_head()
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state == IN_BODY:
+            return  # trailer fields: not forwarded (we re-frame the body)
+        self._head_bytes += len(name) + len(value) + 4
+        self._headers.append((name, value.rstrip(b" \t")))
+        if self._head_bytes > self.max_head_size or len(self._headers) > self.max_header_count:
+            raise OriginResponseTooLarge("response head too large")
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:
+                raise OriginProtocolError("origin switched protocols without being asked")
+            self._interim = True
+            return
+        head = self._build_head(status, self._parser.get_http_version())
+        self._head = head
+        self.state = IN_BODY
+        self._events.append(head)
+
+    def on_body(self, data: bytes) -> None:
+        self._events.append(Body(data))
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._head_bytes = 0
+            return
+        self.state = DONE
+        head = self._head
+        self.reusable = head is not None and head.keep_alive
+        self._events.append(END_OF_MESSAGE)
+
+    # --- head validation ----------------------------------------------------------
+
+    def _build_head(self, status: int, version: str) -> ResponseHead:
+        if version == "1.1":
+            version_bytes = b"1.1"
+        elif version == "1.0":
+            version_bytes = b"1.0"
+        else:
+            raise OriginProtocolError(f"origin answered with HTTP/{version}")
+        headers = self._headers
+        content_length = -1
+        transfer_encoding = None
+        has_connection = False
+        for name, value in headers:
+            length = len(name)
+            if length == 14:
+                if name.lower() == b"content-length":
+                    content_length = int(value)  # llhttp checked it
+            elif length == 17:
+                if name.lower() == b"transfer-encoding":
+                    transfer_encoding = value
+            elif length == 10:
+                if name.lower() == b"connection":
+                    has_connection = True
+
+        if status in (204, 304) or self._is_head_request:
+            framing = FRAMING_NONE
+        elif transfer_encoding is not None:
+            if version_bytes == b"1.0":
+                raise OriginProtocolError("Transfer-Encoding in an HTTP/1.0 response")
+            if transfer_encoding.strip().lower() != b"chunked":
+                raise OriginProtocolError(f"unsupported Transfer-Encoding {transfer_encoding!r}")
+            framing = FRAMING_CHUNKED
+        elif content_length >= 0:
+            framing = FRAMING_LENGTH
+        else:
+            framing = FRAMING_CLOSE
+
+        if has_connection:
+            tokens = connection_tokens(headers)
+            keep_alive = b"close" not in tokens if version_bytes == b"1.1" else b"keep-alive" in tokens
+        else:
+            keep_alive = version_bytes == b"1.1"
+        if framing == FRAMING_CLOSE:
+            keep_alive = False
+        return ResponseHead(
+            status,
+            self._reason,
+            version_bytes,
+            headers,
+            framing,
+            content_length if framing == FRAMING_LENGTH else -1,
+            keep_alive,
+        )

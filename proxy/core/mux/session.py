@@ -1,0 +1,743 @@
+"""The stream table of one application/http stream (sans-IO).
+
+Strategy: a `MuxSession` owns everything about one outer mux request: the
+inner request parser, the table of inner streams, the order in which inner
+responses leave, and every backpressure decision.  The I/O shell feeds it
+facts (outer body bytes, origin response events, writability, timer ticks)
+and carries out the commands it queues (`commands.py`); bytes for the client
+are collected with `take_output()`.  Nothing here performs I/O or imports
+asyncio, so every behaviour is tested byte by byte (tests/core/).
+
+Life of an inner stream (`InnerState`):
+
+    RECEIVING --> QUEUED --> FORWARDED --> BUFFERING --> READY --> (emitted)
+        |            '-----------^            |            ^
+        |                                     v            |
+        '--(rejected)--> READY         STREAM_WAITING --> STREAMING --> (emitted)
+
+A response is buffered until it is complete (then it leaves whole, with a
+Content-Length) or until it outgrows `max_buffered_response` or the stream's
+buffer budget; then it waits in the ready queue (its origin paused) until the
+outer stream is free, and is sent as an inner chunked message that holds the
+outer stream until it ends (the head-of-line cost documented in
+docs/protocol.md).  Responses leave in completion order.  After a stream's
+response leaves, the stream is done; a later issue (subscriptions) lets a
+stream go back to FORWARDED for its next response (`final=False`).
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from proxy.core.forwarding import (
+    ClientInfo,
+    OutboundRequest,
+    error_response,
+    inner_response_headers,
+    request_headers,
+)
+from proxy.core.http1.fields import host_without_port, proxy_status
+from proxy.core.http1.messages import (
+    FRAMING_NONE,
+    Body,
+    EndOfMessage,
+    Headers,
+    ParseFailed,
+    RequestHead,
+    ResponseHead,
+)
+from proxy.core.http1.request_parser import RequestParser, is_idempotent, split_absolute_target
+from proxy.core.http1.serialize import CRLF, LAST_CHUNK, chunk, last_chunk, response_head
+from proxy.core.mux.commands import (
+    PAUSE_READING,
+    RESUME_READING,
+    CancelExchange,
+    EndOuter,
+    ForwardRequest,
+    InnerCompleted,
+    PauseOrigin,
+    ResumeOrigin,
+)
+from proxy.core.routing import HOST_ORIGIN, HOST_PRESERVE, RouteTable
+from proxy.errors import BodyTooLarge, FramingError, NoRoute, ProxyError, RequestDenied
+
+#: Outer body bytes handed to the inner parser at a time.  The session checks
+#: its in-flight and buffer marks between slices, so at most one slice of
+#: requests (about 100 minimal ones) is parsed beyond the marks; the rest of a
+#: read stays unparsed, and the outer connection is paused, until there is room.
+FEED_SLICE = 2048
+
+#: Decompressed bytes produced from a gzip-coded outer body at a time, so a
+#: small compressed body can never expand into memory all at once.
+INFLATE_STEP = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class MuxLimits:
+    """The settings a session needs (built from config.mux and config.limits)."""
+
+    path: bytes = b"/_mux"
+    max_in_flight: int = 128
+    max_buffered_response: int = 64 * 1024
+    max_stream_buffer: int = 4 * 1024 * 1024
+    max_inner_body: int = 1024 * 1024
+    max_head_size: int = 16 * 1024
+    max_header_count: int = 100
+    heartbeat: float = 15.0
+    idle_timeout: float = 300.0
+    gzip_level: int = 6
+
+
+class InnerState(enum.Enum):
+    RECEIVING = "receiving"  # head parsed, body arriving
+    QUEUED = "queued"  # complete, waiting for an in-flight slot
+    FORWARDED = "forwarded"  # handed to the origin, no response head yet
+    BUFFERING = "buffering"  # response arriving, held back
+    READY = "ready"  # a complete message waits in the ready queue
+    STREAM_WAITING = "stream-waiting"  # too large to buffer: waits for the outer stream
+    STREAMING = "streaming"  # owns the outer stream until its body ends
+    DONE = "done"
+
+
+class InnerStream:
+    """One inner request and the response(s) it gets."""
+
+    __slots__ = (
+        "stream_id",
+        "head",
+        "target",
+        "request_id",
+        "method",
+        "state",
+        "route",
+        "origin",
+        "request",
+        "rejection",
+        "body_parts",
+        "body_size",
+        "held",
+        "dispatched",
+        "response",
+        "buffer",
+        "buffered",
+        "message",
+        "complete",
+        "status",
+        "body_bytes",
+        "error",
+        "started",
+    )
+
+    def __init__(self, stream_id: int, head: RequestHead | None, target: bytes | None, started: float) -> None:
+        self.stream_id = stream_id
+        self.head = head
+        self.target = target
+        self.request_id = head.get(b"request-id") if head is not None else None
+        self.method = head.method if head is not None else b""
+        self.state = InnerState.RECEIVING
+        self.route = ""
+        self.origin = ""
+        self.request: OutboundRequest | None = None
+        self.rejection: ProxyError | None = None
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.held = 0  # request body bytes counted against the stream's budget
+        self.dispatched = False
+        self.response: ResponseHead | None = None
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.message = b""  # the complete inner message, once READY
+        self.complete = False  # the origin finished while STREAM_WAITING
+        self.status = 0
+        self.body_bytes = 0
+        self.error = ""
+        self.started = started
+
+    def __repr__(self) -> str:
+        return f"<InnerStream {self.stream_id} {self.method.decode()} {self.target!r} {self.state.value}>"
+
+    @property
+    def tags(self) -> Headers:
+        """The correlation fields every inner response carries (none when the
+        stream broke before a request target could be read)."""
+        if self.target is None:
+            return []
+        if self.request_id is None:
+            return [(b"Content-Location", self.target)]
+        return [(b"Content-Location", self.target), (b"Request-Id", self.request_id)]
+
+
+class MuxSession:
+    def __init__(
+        self,
+        *,
+        limits: MuxLimits,
+        routes: RouteTable,
+        client: ClientInfo,
+        outer_host: bytes | None,
+        inherited: Headers,
+        proxy_name: bytes,
+        gzip_response: bool,
+        gzip_request: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self.limits = limits
+        self.routes = routes
+        self.client = client
+        self.outer_host = outer_host
+        self.inherited = inherited
+        self.proxy_name = proxy_name
+        self.clock = clock
+        self.commands: list = []
+        self.streams: dict[int, InnerStream] = {}
+        self._parser = RequestParser(
+            max_head_size=limits.max_head_size,
+            max_header_count=limits.max_header_count,
+            require_host=False,
+        )
+        self._next_id = 1
+        self._current: InnerStream | None = None  # stream whose body is arriving
+        self._pending: deque[InnerStream] = deque()  # QUEUED streams
+        self._ready: deque[InnerStream] = deque()  # READY / STREAM_WAITING, completion order
+        self._committed: InnerStream | None = None  # the STREAMING one
+        self._dispatched = 0
+        self._held_request_bytes = 0
+        self._buffered_response_bytes = 0
+        self._paused_origins: set[int] = set()
+        self._out: list[bytes] = []
+        self.gzip_response = gzip_response
+        self._deflater = zlib.compressobj(limits.gzip_level, zlib.DEFLATED, 31) if gzip_response else None
+        self._inflater = zlib.decompressobj(31) if gzip_request else None
+        self._compressed = b""
+        self._unparsed: memoryview = memoryview(b"")
+        self._pumping = False
+        self._reading = True
+        self._outer_writable = True
+        # The client ended its body / we stopped reading it before its end
+        # (framing lost, idle timeout): either way no more inner requests.
+        self._input_done = False
+        self._input_abandoned = False
+        self.ended = False
+        now = clock()
+        self.last_output_at = now
+        self.last_input_at = now
+        #: Highest number of inner requests in flight at once (for the record).
+        self.peak_in_flight = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<MuxSession {len(self.streams)} streams, {self._dispatched} in flight, "
+            f"{len(self._pending)} queued, {len(self._ready)} ready, "
+            f"{'streaming ' + str(self._committed.stream_id) if self._committed else 'outer free'}"
+            f"{', ended' if self.ended else ''}>"
+        )
+
+    # --- facts from the shell -----------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Outer request body bytes (transfer coding removed)."""
+        if self.ended or self._input_abandoned or not data:
+            return
+        self.last_input_at = self.clock()
+        if self._inflater is not None:
+            self._compressed += data
+        elif self._unparsed:
+            self._unparsed = memoryview(bytes(self._unparsed) + data)
+        else:
+            self._unparsed = memoryview(data)
+        self._pump()
+        self._update_reading()
+
+    def receive_end(self) -> None:
+        """The client ended the outer request body."""
+        if self.ended:
+            return
+        self._input_done = True
+        self._pump()
+        self._maybe_end()
+        self._update_reading()
+
+    def response_started(self, stream_id: int, head: ResponseHead) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.state is not InnerState.FORWARDED:
+            return
+        stream.response = head
+        stream.status = head.status
+        stream.state = InnerState.BUFFERING
+        self._release_request_body(stream)
+
+    def response_data(self, stream_id: int, data: bytes) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or not data:
+            return
+        state = stream.state
+        if state is InnerState.STREAMING:
+            self._out.append(chunk(data))
+            stream.body_bytes += len(data)
+            if not self._outer_writable:
+                self._pause_origin(stream)
+            return
+        if state is not InnerState.BUFFERING and state is not InnerState.STREAM_WAITING:
+            return
+        stream.buffer.append(data)
+        stream.buffered += len(data)
+        self._buffered_response_bytes += len(data)
+        if state is InnerState.BUFFERING and (
+            stream.buffered > self.limits.max_buffered_response
+            or self._buffered_response_bytes > self.limits.max_stream_buffer
+        ):
+            stream.state = InnerState.STREAM_WAITING
+            self._ready.append(stream)
+            self._emit()
+        if stream.state is InnerState.STREAM_WAITING:
+            self._pause_origin(stream)
+        self._update_reading()
+
+    def response_ended(self, stream_id: int, *, final: bool = True) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        state = stream.state
+        if state is InnerState.STREAMING:
+            self._out.append(LAST_CHUNK)
+            self._committed = None
+            self._response_left(stream, final)
+            self._emit()
+        elif state is InnerState.BUFFERING:
+            self._make_ready(stream, self._buffered_message(stream))
+            self._emit()
+        elif state is InnerState.STREAM_WAITING:
+            # Everything is here after all: it leaves whole, with a length.
+            stream.complete = True
+            stream.message = self._buffered_message(stream)
+        self._update_reading()
+
+    def response_failed(self, stream_id: int, error: ProxyError) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        state = stream.state
+        if state is InnerState.STREAMING:
+            # The head already left: end the chunked message with a trailer
+            # that says the body is incomplete (docs/protocol.md, "Broken
+            # responses"), so the client can tell and the stream stays framed.
+            trailer = proxy_status(self.proxy_name, error.proxy_status, error.detail)
+            self._out.append(last_chunk([(b"Proxy-Status", trailer)]))
+            stream.error = error.proxy_status
+            self._committed = None
+            self._response_left(stream, True)
+            self._emit()
+        elif state in (InnerState.FORWARDED, InnerState.BUFFERING, InnerState.STREAM_WAITING):
+            self._drop_buffer(stream)
+            self._release_request_body(stream)
+            message = self._error_message(stream, error)
+            if state is InnerState.STREAM_WAITING:
+                stream.complete = True
+                stream.message = message
+                stream.state = InnerState.READY  # already in the ready queue
+                self._forget_pause(stream)
+            else:
+                self._make_ready(stream, message)
+            self._emit()
+        self._update_reading()
+
+    def outer_writable(self, writable: bool) -> None:
+        """The client's socket buffer went over (False) / under (True) its marks."""
+        if writable == self._outer_writable:
+            return
+        self._outer_writable = writable
+        committed = self._committed
+        if writable:
+            if committed is not None:
+                self._resume_origin(committed)
+            self._emit()
+        elif committed is not None:
+            self._pause_origin(committed)
+        self._update_reading()
+
+    def abandon_input(self) -> None:
+        """The outer body cannot be read any further (its own framing broke):
+        finish the inner requests already complete, then end."""
+        if self.ended:
+            return
+        self._current = None
+        self._abandon_input()
+        self._update_reading()
+
+    def client_gone(self) -> None:
+        """The client disconnected: cancel everything still with an origin."""
+        for stream in list(self.streams.values()):
+            if stream.dispatched and stream.state is not InnerState.DONE:
+                self.commands.append(CancelExchange(stream.stream_id))
+            stream.state = InnerState.DONE
+        self.streams.clear()
+        self._current = None
+        self._pending.clear()
+        self._ready.clear()
+        self._committed = None
+        self._out.clear()
+        self.ended = True
+
+    def on_timer(self) -> float:
+        """Heartbeat and idle decisions; returns seconds until the next check."""
+        if self.ended:
+            return 0.0
+        now = self.clock()
+        limits = self.limits
+        delays = []
+        if limits.heartbeat > 0:
+            due = self.last_output_at + limits.heartbeat
+            if now >= due and self._committed is None and not self._out:
+                # Only between inner messages: a CRLF inside a streamed
+                # message would be body bytes.
+                self._out.append(CRLF)
+                self.last_output_at = now
+                due = now + limits.heartbeat
+            delays.append(max(due - now, 0.05))
+        if limits.idle_timeout > 0 and not self.streams and not self._input_done:
+            due = self.last_input_at + limits.idle_timeout
+            if now >= due:
+                self._abandon_input()
+                return 0.0
+            delays.append(due - now)
+        return min(delays) if delays else 0.0
+
+    # --- output -------------------------------------------------------------------
+
+    def take_output(self) -> bytes:
+        """Bytes for the outer response body since the last call (gzip-coded
+        and sync-flushed if negotiated, so everything taken is decodable)."""
+        deflater = self._deflater
+        if not self._out and (deflater is None or not self.ended):
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        if deflater is not None:
+            if self.ended:
+                data = deflater.compress(data) + deflater.flush(zlib.Z_FINISH)
+                self._deflater = None
+            else:
+                data = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        self.last_output_at = self.clock()
+        return data
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    def take_commands(self) -> list:
+        commands = self.commands
+        self.commands = []
+        return commands
+
+    @property
+    def in_flight(self) -> int:
+        return self._dispatched
+
+    # --- inner request side -------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Parse buffered outer body bytes while the marks allow."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self._input_abandoned and self._may_parse():
+                if not self._unparsed:
+                    if not self._compressed or not self._inflate():
+                        break
+                piece = self._unparsed[:FEED_SLICE]
+                self._unparsed = self._unparsed[FEED_SLICE:]
+                for event in self._parser.feed(piece):
+                    self._on_inner_event(event)
+            if self._input_done and not self._input_abandoned and not self._unparsed and not self._compressed:
+                if not self._parser.is_idle or (self._inflater is not None and not self._inflater.eof):
+                    self._lose_framing(FramingError("the stream ended inside an inner request"))
+        finally:
+            self._pumping = False
+
+    def _inflate(self) -> bool:
+        try:
+            data = self._inflater.decompress(self._compressed, INFLATE_STEP)
+        except zlib.error as exc:
+            self._lose_framing(FramingError(f"invalid gzip request body: {exc}"))
+            return False
+        self._compressed = self._inflater.unconsumed_tail
+        if self._inflater.eof and self._inflater.unused_data:
+            self._lose_framing(FramingError("bytes after the end of the gzip request body"))
+            return False
+        self._unparsed = memoryview(data)
+        return bool(data)
+
+    def _may_parse(self) -> bool:
+        return (
+            self._dispatched + len(self._pending) < self.limits.max_in_flight
+            and self._held_request_bytes < self.limits.max_stream_buffer
+        )
+
+    def _on_inner_event(self, event) -> None:
+        if isinstance(event, RequestHead):
+            self._on_head(event)
+        elif isinstance(event, Body):
+            stream = self._current
+            if stream is None or stream.rejection is not None:
+                return
+            stream.body_size += len(event.data)
+            if stream.body_size > self.limits.max_inner_body:
+                # The rest of the body is still parsed (the framing is fine)
+                # but dropped; the answer is a 413 once it has passed.
+                stream.rejection = BodyTooLarge(f"inner request body over {self.limits.max_inner_body} bytes")
+                self._release_request_body(stream)
+                return
+            stream.body_parts.append(event.data)
+            stream.held += len(event.data)
+            self._held_request_bytes += len(event.data)
+        elif isinstance(event, EndOfMessage):
+            stream = self._current
+            self._current = None
+            if stream is not None:
+                self._on_request_complete(stream)
+        elif isinstance(event, ParseFailed):
+            self._on_parse_failed(event)
+
+    def _new_stream(self, head: RequestHead | None, target: bytes) -> InnerStream:
+        stream = InnerStream(self._next_id, head, target, self.clock())
+        self._next_id += 1
+        self.streams[stream.stream_id] = stream
+        return stream
+
+    def _on_head(self, head: RequestHead) -> None:
+        stream = self._current = self._new_stream(head, head.target)
+        if head.rejection is not None:
+            stream.rejection = head.rejection
+            return
+        try:
+            self._route(stream, head)
+        except ProxyError as error:
+            stream.rejection = error
+
+    def _route(self, stream: InnerStream, head: RequestHead) -> None:
+        """Decide where an inner request goes, or raise why it goes nowhere."""
+        path = head.target
+        if not path.startswith(b"/") and path != b"*":
+            path = split_absolute_target(path)[1]  # the parser validated it
+        mux_path = self.limits.path
+        if path.startswith(mux_path) and (len(path) == len(mux_path) or path[len(mux_path)] in b"/?"):
+            raise RequestDenied("an inner request cannot address the mux endpoint")
+        for name, _ in head.headers:
+            if len(name) == 7 and name.lower() == b"upgrade":
+                raise RequestDenied("an inner request cannot upgrade the protocol")
+        host = head.host
+        if host is None:
+            host = self.outer_host
+        elif not self._serves_host(host):
+            # No smuggling through Host or an absolute-form authority: an
+            # inner request may only address what the outer one could.
+            raise RequestDenied("inner request addresses a host this stream does not serve")
+        route = self.routes.match(host, path)
+        if route is None:
+            raise NoRoute(f"no route for {path.decode('latin-1')!r}")
+        if head.content_length > self.limits.max_inner_body:
+            raise BodyTooLarge(f"inner request body over {self.limits.max_inner_body} bytes")
+        stream.route = route.name
+        stream.origin = route.origin
+        if route.host_header == HOST_PRESERVE:
+            send_host = host
+        elif route.host_header == HOST_ORIGIN:
+            send_host = None
+        else:
+            send_host = route.host_header.encode("ascii")
+        stream.request = OutboundRequest(
+            method=head.method,
+            target=route.origin_target(path),
+            host=send_host,
+            headers=request_headers(head, self.client, host, self.inherited),
+            body=None,
+            streams_body=False,
+            content_length=-1,
+            idempotent=is_idempotent(head.method),
+            timeouts=route.timeouts,
+            route=route.name,
+        )
+
+    def _serves_host(self, host: bytes) -> bool:
+        outer = self.outer_host
+        if outer is not None and host_without_port(host) == host_without_port(outer):
+            return True
+        return self.routes.names_host(host)
+
+    def _on_request_complete(self, stream: InnerStream) -> None:
+        if stream.rejection is not None:
+            self._make_ready(stream, self._error_message(stream, stream.rejection))
+            self._emit()
+            return
+        request = stream.request
+        if stream.head.framing != FRAMING_NONE:
+            request.body = b"".join(stream.body_parts)
+            request.content_length = len(request.body)
+        stream.body_parts = []
+        if self._pending or self._dispatched >= self.limits.max_in_flight:
+            stream.state = InnerState.QUEUED
+            self._pending.append(stream)
+        else:
+            self._dispatch(stream)
+
+    def _dispatch(self, stream: InnerStream) -> None:
+        stream.state = InnerState.FORWARDED
+        stream.dispatched = True
+        self._dispatched += 1
+        if self._dispatched > self.peak_in_flight:
+            self.peak_in_flight = self._dispatched
+        self.commands.append(ForwardRequest(stream.stream_id, stream.origin, stream.request))
+
+    def _on_parse_failed(self, event: ParseFailed) -> None:
+        self._lose_framing(event.error, event.target)
+
+    def _lose_framing(self, error: ProxyError, target: bytes | None = None) -> None:
+        """The next message boundary is unknown: answer the broken message
+        (tagged when its target is known), stop reading, finish the rest."""
+        stream = self._current
+        self._current = None
+        if stream is None:
+            stream = self._new_stream(None, target)
+        self._release_request_body(stream)
+        self._make_ready(stream, self._error_message(stream, error))
+        self._abandon_input()
+        self._emit()
+
+    def _abandon_input(self) -> None:
+        """Read no more of the outer body; requests already complete still run."""
+        self._input_abandoned = True
+        self._unparsed = memoryview(b"")
+        self._compressed = b""
+        self._maybe_end()
+
+    # --- response side ------------------------------------------------------------
+
+    def _buffered_message(self, stream: InnerStream) -> bytes:
+        head = stream.response
+        body = b"".join(stream.buffer)
+        headers = stream.tags + inner_response_headers(head, stream.method)
+        if head.framing != FRAMING_NONE:
+            headers.append((b"Content-Length", str(len(body)).encode("ascii")))
+        else:
+            body = b""
+        stream.body_bytes = len(body)
+        return response_head(head.status, head.reason, headers) + body
+
+    def _error_message(self, stream: InnerStream, error: ProxyError) -> bytes:
+        stream.status = error.status
+        stream.error = error.proxy_status
+        return error_response(error, self.proxy_name, tags=stream.tags, head_only=stream.method == b"HEAD")
+
+    def _make_ready(self, stream: InnerStream, message: bytes) -> None:
+        """Queue a complete message; its buffered body bytes stay counted
+        until it leaves (they are still in memory, inside `message`)."""
+        stream.message = message
+        stream.state = InnerState.READY
+        stream.buffer = []
+        self._ready.append(stream)
+
+    def _emit(self) -> None:
+        """Move ready messages to the output while the outer stream is free."""
+        while self._committed is None and self._ready and self._outer_writable:
+            stream = self._ready.popleft()
+            if stream.state is InnerState.READY or stream.complete:
+                self._out.append(stream.message)
+                stream.message = b""
+                self._drop_buffer(stream)
+                self._response_left(stream, True)
+            elif stream.state is InnerState.STREAM_WAITING:
+                head = stream.response
+                headers = stream.tags + inner_response_headers(head, stream.method)
+                headers.append((b"Transfer-Encoding", b"chunked"))
+                self._out.append(response_head(head.status, head.reason, headers))
+                if stream.buffer:
+                    data = b"".join(stream.buffer)
+                    self._out.append(chunk(data))
+                    stream.body_bytes += len(data)
+                self._drop_buffer(stream)
+                stream.state = InnerState.STREAMING
+                self._committed = stream
+                self._resume_origin(stream)
+
+    def _response_left(self, stream: InnerStream, final: bool) -> None:
+        """A response of `stream` has been written out completely."""
+        self._forget_pause(stream)
+        if not final:
+            stream.state = InnerState.FORWARDED
+            return
+        stream.state = InnerState.DONE
+        del self.streams[stream.stream_id]
+        self._release_request_body(stream)
+        self.commands.append(
+            InnerCompleted(
+                stream.stream_id,
+                stream.method,
+                stream.target,
+                stream.route or "-",
+                stream.status,
+                stream.body_bytes,
+                stream.started,
+                stream.error,
+            )
+        )
+        if stream.dispatched:
+            self._dispatched -= 1
+            if self._pending:
+                self._dispatch(self._pending.popleft())
+        self._pump()
+        self._maybe_end()
+
+    def _drop_buffer(self, stream: InnerStream) -> None:
+        self._buffered_response_bytes -= stream.buffered
+        stream.buffered = 0
+        stream.buffer = []
+
+    def _release_request_body(self, stream: InnerStream) -> None:
+        """The stream's request body no longer counts against the budget (it
+        was refused, or the origin has begun to answer, so no retry needs it)."""
+        self._held_request_bytes -= stream.held
+        stream.held = 0
+        stream.body_parts = []
+
+    def _pause_origin(self, stream: InnerStream) -> None:
+        if stream.dispatched and stream.stream_id not in self._paused_origins:
+            self._paused_origins.add(stream.stream_id)
+            self.commands.append(PauseOrigin(stream.stream_id))
+
+    def _resume_origin(self, stream: InnerStream) -> None:
+        if stream.stream_id in self._paused_origins:
+            self._paused_origins.discard(stream.stream_id)
+            self.commands.append(ResumeOrigin(stream.stream_id))
+
+    def _forget_pause(self, stream: InnerStream) -> None:
+        self._paused_origins.discard(stream.stream_id)
+
+    # --- the outer stream as a whole ----------------------------------------------
+
+    def _maybe_end(self) -> None:
+        if self.ended or self.streams or self._pending:
+            return
+        if self._input_abandoned or (self._input_done and not self._unparsed and not self._compressed):
+            self.ended = True
+            self.commands.append(EndOuter(close=self._input_abandoned))
+
+    def _update_reading(self) -> None:
+        wanted = (
+            not self.ended
+            and not self._input_abandoned
+            and not self._input_done
+            and self._outer_writable
+            and not self._unparsed
+            and not self._compressed
+            and self._may_parse()
+            and self._buffered_response_bytes < self.limits.max_stream_buffer
+        )
+        if wanted != self._reading:
+            self._reading = wanted
+            self.commands.append(RESUME_READING if wanted else PAUSE_READING)

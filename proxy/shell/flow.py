@@ -1,0 +1,10 @@
+"""Why a client socket is paused: independent reasons, kept apart.
+
+`ClientConnection.set_reading(reason, on)` pauses the socket while any
+reason holds, so one reason ending never resumes reading that another still
+needs (the bug uvicorn's flow control guards against with one flag).
+"""
+
+PIPELINE = "pipeline"  # a pipelined request waits for the current response
+HANDLER = "handler"  # the handler's own backpressure (mux in-flight/buffer marks)
+ORIGIN = "origin"  # the origin's socket is full (streamed request body)

@@ -1,0 +1,271 @@
+"""The I/O side of one mux stream: runs a `MuxSession`'s commands.
+
+Strategy: `MuxStream` is the handler of an outer mux request on a client
+connection.  It feeds the session with the outer body, origin events,
+writability and timer ticks, then carries out the commands the session
+queued (start or cancel origin exchanges, pause or resume reading, end the
+stream).  Output is collected once per event-loop iteration (`call_soon`),
+so inner responses finishing in the same iteration leave in one write.
+
+Each inner request gets an `InnerSink`, the `ResponseSink` its origin
+exchange reports to; it only adds the stream id and hands the fact to the
+session.  Command processing is not re-entrant: a command whose execution
+produces more commands (an origin that refuses synchronously) is picked up
+by the same loop, in order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxy.core.http1.messages import RequestHead, ResponseHead
+from proxy.core.http1.serialize import BodyEncoder
+from proxy.core.mux.commands import (
+    CancelExchange,
+    EndOuter,
+    ForwardRequest,
+    InnerCompleted,
+    PauseOrigin,
+    PauseReading,
+    ResumeOrigin,
+    ResumeReading,
+)
+from proxy.core.mux.outer import accepts_gzip, is_gzip_request, outer_response_head
+from proxy.core.mux.session import MuxSession
+from proxy.errors import ProxyError
+from proxy.shell.flow import HANDLER
+from proxy.shell.plain import CONTINUE
+
+if TYPE_CHECKING:
+    from proxy.shell.client import ClientConnection
+    from proxy.shell.server import Runtime
+
+class InnerSink:
+    """The ResponseSink of one inner request."""
+
+    __slots__ = ("stream", "stream_id")
+
+    def __init__(self, stream: "MuxStream", stream_id: int) -> None:
+        self.stream = stream
+        self.stream_id = stream_id
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        stream = self.stream
+        stream.session.response_started(self.stream_id, head)
+        stream.run()
+
+    def on_response_data(self, data: bytes) -> None:
+        stream = self.stream
+        stream.session.response_data(self.stream_id, data)
+        stream.run()
+
+    def on_response_end(self) -> None:
+        stream = self.stream
+        stream.session.response_ended(self.stream_id)
+        stream.run()
+
+    def on_response_error(self, error: ProxyError) -> None:
+        stream = self.stream
+        stream.session.response_failed(self.stream_id, error)
+        stream.run()
+
+    def pause_request_body(self) -> None:
+        pass  # inner request bodies are complete before they are forwarded
+
+    def resume_request_body(self) -> None:
+        pass
+
+
+class MuxStream:
+    """Handler of one outer application/http request (see module note)."""
+
+    watches_body = False  # a duplex stream may be quiet for long; mux.idle_timeout applies
+
+    def __init__(self, conn: "ClientConnection", head: RequestHead, runtime: "Runtime") -> None:
+        self.conn = conn
+        self.head = head
+        self.runtime = runtime
+        self.receiving = True
+        self.exchanges: dict[int, object] = {}
+        self._running = False
+        self._again = False
+        self._flush_scheduled = False
+        self._timer = None
+        self.ended = False
+        self.started = conn.loop.time()
+        self.encoder = BodyEncoder(chunked=head.version == b"1.1")
+        self.inner_requests = 0
+        self.session = MuxSession(
+            limits=runtime.mux_limits,
+            routes=runtime.routes,
+            client=conn.client,
+            outer_host=head.host,
+            inherited=runtime.inherited_fields(head),
+            proxy_name=runtime.proxy_name,
+            gzip_response=accepts_gzip(head),
+            gzip_request=is_gzip_request(head),
+            clock=conn.loop.time,
+        )
+
+    def __repr__(self) -> str:
+        return f"<MuxStream {self.session!r}>"
+
+    def start(self) -> None:
+        conn = self.conn
+        if self.head.expect_continue and self.head.version == b"1.1":
+            conn.write(CONTINUE)
+        conn.write(outer_response_head(gzip=self.session.gzip_response, http10=self.head.version == b"1.0"))
+        self._arm_timer(self.session.on_timer())
+
+    # --- facts from the client connection ---------------------------------------------
+
+    def on_body(self, data: bytes) -> None:
+        self.session.receive_data(data)
+        self.run()
+
+    def on_end(self) -> None:
+        self.receiving = False
+        self.session.receive_end()
+        self.run()
+
+    def on_body_failed(self, error: ProxyError) -> None:
+        # The outer framing broke: finish what is in flight, then close.
+        self.receiving = False
+        self.session.abandon_input()
+        self.run()
+
+    def on_body_timeout(self) -> None:
+        pass  # not watched (watches_body is False)
+
+    def on_writable(self, writable: bool) -> None:
+        self.session.outer_writable(writable)
+        self.run()
+
+    def on_client_lost(self) -> None:
+        self.receiving = False
+        self.session.client_gone()
+        self.run()
+        self._stop()
+
+    # --- commands -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Carry out the session's queued commands, then schedule a flush."""
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        session = self.session
+        try:
+            while True:
+                self._again = False
+                commands = session.take_commands()
+                for command in commands:
+                    self._execute(command)
+                if not self._again and not session.commands:
+                    break
+        finally:
+            self._running = False
+        if session.has_output and not self._flush_scheduled and not self.ended:
+            self._flush_scheduled = True
+            self.conn.loop.call_soon(self._flush)
+
+    def _execute(self, command) -> None:
+        kind = type(command)
+        if kind is ForwardRequest:
+            self.inner_requests += 1
+            stream_id = command.stream_id
+            upstream = self.runtime.upstreams[command.origin]
+            exchange = upstream.start(command.request, InnerSink(self, stream_id))
+            if stream_id in self.session.streams:
+                self.exchanges[stream_id] = exchange
+        elif kind is InnerCompleted:
+            exchange = self.exchanges.pop(command.stream_id, None)
+            conn = self.conn
+            self.runtime.access_log.request(
+                conn.id,
+                "mux",
+                command.method,
+                command.target,
+                command.route,
+                exchange.server if exchange is not None else "-",
+                command.status,
+                command.body_bytes,
+                conn.loop.time() - command.started,
+                command.error,
+            )
+        elif kind is PauseOrigin:
+            exchange = self.exchanges.get(command.stream_id)
+            if exchange is not None:
+                exchange.pause_reading()
+        elif kind is ResumeOrigin:
+            exchange = self.exchanges.get(command.stream_id)
+            if exchange is not None:
+                exchange.resume_reading()
+        elif kind is CancelExchange:
+            exchange = self.exchanges.pop(command.stream_id, None)
+            if exchange is not None:
+                exchange.cancel()
+        elif kind is PauseReading:
+            self.conn.set_reading(HANDLER, False)
+        elif kind is ResumeReading:
+            self.conn.set_reading(HANDLER, True)
+        elif kind is EndOuter:
+            self._end(command.close)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.ended:
+            return
+        data = self.session.take_output()
+        if data:
+            self.conn.write(self.encoder.encode(data))
+
+    def _end(self, close: bool) -> None:
+        """The session is over: last bytes, last chunk, next request or close."""
+        if self.ended:
+            return
+        conn = self.conn
+        if not conn.closing:
+            data = self.session.take_output()
+            conn.write(self.encoder.encode(data) + self.encoder.end())
+        self.ended = True
+        self._stop()
+        self.runtime.access_log.request(
+            conn.id,
+            "stream",
+            self.head.method,
+            self.head.target,
+            "-",
+            "-",
+            200,
+            self.inner_requests,
+            conn.loop.time() - self.started,
+            "",
+        )
+        keep_alive = not close and self.head.keep_alive and self.head.version == b"1.1"
+        if self.receiving:
+            # We stopped reading before the end of the outer body.
+            self.receiving = False
+            keep_alive = False
+        if not conn.closing:
+            conn.finish(keep_alive)
+
+    # --- timer ----------------------------------------------------------------------------
+
+    def _arm_timer(self, delay: float) -> None:
+        if delay > 0 and not self.ended:
+            self._timer = self.conn.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        delay = self.session.on_timer()
+        self.run()
+        if self.session.has_output and not self.ended:
+            self._flush()
+        self._arm_timer(delay)
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
