@@ -16,6 +16,7 @@ by the same loop, in order.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from proxy.core.http1.messages import RequestHead, ResponseHead
@@ -92,7 +93,7 @@ class MuxStream:
         self._flush_scheduled = False
         self._timer = None
         self.ended = False
-        self.started = conn.loop.time()
+        self.started = time.monotonic()
         self.encoder = BodyEncoder(chunked=head.version == b"1.1")
         self.inner_requests = 0
         self.session = MuxSession(
@@ -104,7 +105,7 @@ class MuxStream:
             proxy_name=runtime.proxy_name,
             gzip_response=accepts_gzip(head),
             gzip_request=is_gzip_request(head),
-            clock=conn.loop.time,
+            clock=time.monotonic,
         )
 
     def __repr__(self) -> str:
@@ -191,7 +192,7 @@ class MuxStream:
                 exchange.server if exchange is not None else "-",
                 command.status,
                 command.body_bytes,
-                conn.loop.time() - command.started,
+                time.monotonic() - command.started,
                 command.error,
             )
         elif kind is PauseOrigin:
@@ -240,7 +241,7 @@ class MuxStream:
             "-",
             200,
             self.inner_requests,
-            conn.loop.time() - self.started,
+            time.monotonic() - self.started,
             "",
         )
         keep_alive = not close and self.head.keep_alive and self.head.version == b"1.1"

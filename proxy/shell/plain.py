@@ -16,6 +16,7 @@ What a client sees when something fails:
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from proxy.core.forwarding import (
@@ -113,7 +114,7 @@ class PlainRequest:
         self.response_bytes = 0
         self.status = 0
         self.route = "-"
-        self.started = conn.loop.time()
+        self.started = time.monotonic()
 
     def __repr__(self) -> str:
         return f"<PlainRequest {self.head.method.decode()} {self.head.target!r} status={self.status}>"
@@ -294,6 +295,6 @@ class PlainRequest:
             server,
             self.status,
             self.response_bytes,
-            conn.loop.time() - self.started,
+            time.monotonic() - self.started,
             error,
         )
