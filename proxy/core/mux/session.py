@@ -126,6 +126,7 @@ class InnerStream:
         "buffered",
         "message",
         "complete",
+        "more",
         "status",
         "body_bytes",
         "error",
@@ -152,6 +153,7 @@ class InnerStream:
         self.buffered = 0
         self.message = b""  # the complete inner message, once READY
         self.complete = False  # the origin finished while STREAM_WAITING
+        self.more = False  # the response in the ready queue is not the last one
         self.status = 0
         self.body_bytes = 0
         self.error = ""
@@ -308,10 +310,12 @@ class MuxSession:
             self._response_left(stream, final)
             self._emit()
         elif state is InnerState.BUFFERING:
+            stream.more = not final
             self._make_ready(stream, self._buffered_message(stream))
             self._emit()
         elif state is InnerState.STREAM_WAITING:
             # Everything is here after all: it leaves whole, with a length.
+            stream.more = not final
             stream.complete = True
             stream.message = self._buffered_message(stream)
         self._update_reading()
@@ -650,7 +654,7 @@ class MuxSession:
                 self._out.append(stream.message)
                 stream.message = b""
                 self._drop_buffer(stream)
-                self._response_left(stream, True)
+                self._response_left(stream, not stream.more)
             elif stream.state is InnerState.STREAM_WAITING:
                 head = stream.response
                 headers = stream.tags + inner_response_headers(head, stream.method)
@@ -670,6 +674,8 @@ class MuxSession:
         self._forget_pause(stream)
         if not final:
             stream.state = InnerState.FORWARDED
+            stream.response = None
+            stream.complete = stream.more = False
             return
         stream.state = InnerState.DONE
         del self.streams[stream.stream_id]
