@@ -13,10 +13,11 @@ naming the error, a Date, and a short text body saying what went wrong.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from proxy.core.http1.fields import HOP_BY_HOP, connection_tokens, end_to_end, http_date, proxy_status
-from proxy.core.http1.messages import FRAMING_LENGTH, Headers, RequestHead, ResponseHead
+from proxy.core.http1.fields import HOP_BY_HOP, http_date, proxy_status
+from proxy.core.http1.messages import FRAMING_LENGTH, FRAMING_NONE, Headers, RequestHead, ResponseHead
 from proxy.core.http1.serialize import reason_phrase, response_head
 from proxy.core.routing import Timeouts
 from proxy.errors import ProxyError
@@ -72,91 +73,126 @@ class ClientInfo:
         return self.address
 
 
+# What request_headers does with a field, by lower-case name (one dict
+# lookup per field instead of several set lookups: this runs for every field
+# of every request).
+_DROP, _XFF, _VIA, _FORWARDED, _CONNECTION = 1, 2, 3, 4, 5
+_REQUEST_ACTIONS = dict.fromkeys(HOP_BY_HOP | _SET_BY_PROXY, _DROP)
+_REQUEST_ACTIONS.update({b"x-forwarded-for": _XFF, b"via": _VIA, b"forwarded": _FORWARDED, b"connection": _CONNECTION})
+
+#: The proxy's own fields for a (client, host, version) triple, which is the
+#: same for every inner request of a stream.  Bounded: cleared when full.
+_OWN_FIELDS_CACHE: dict[tuple, tuple] = {}
+_OWN_FIELDS_CACHE_SIZE = 4096
+
+
 def request_headers(
     head: RequestHead,
     client: ClientInfo,
     host: bytes | None,
-    inherited: Headers = (),  # type: ignore[assignment]
+    inherited: dict[bytes, bytes] | None = None,
 ) -> Headers:
     """End-to-end request fields for the origin, plus the proxy's own.
 
     `host` is the Host the client addressed (used for X-Forwarded-Host and
-    Forwarded); `inherited` are outer-request fields to add when the request
-    lacks them (mux.inherit_headers), given with lower-case names.
+    Forwarded); `inherited` maps lower-case names of outer-request fields to
+    their values, added when the request lacks them (mux.inherit_headers).
     """
-    tokens = connection_tokens(head.headers) if _has_connection(head.headers) else None
     out: Headers = []
-    xff = None
-    via = None
-    forwarded = None
-    present: set[bytes] = set()
+    xff = via = forwarded = connection = None
+    present = None
     for name, value in head.headers:
         low = name.lower()
-        if low in HOP_BY_HOP or low in _SET_BY_PROXY or (tokens is not None and low in tokens):
-            continue
-        if low == b"x-forwarded-for":
-            xff = value if xff is None else xff + b", " + value
-            continue
-        if low == b"via":
-            via = value if via is None else via + b", " + value
-            continue
-        if low == b"forwarded":
-            forwarded = value if forwarded is None else forwarded + b", " + value
-            continue
-        present.add(low)
-        out.append((name, value))
-    for name, value in inherited:
-        if name not in present:
+        action = _REQUEST_ACTIONS.get(low)
+        if action is None:
+            if inherited and low in inherited:
+                present = {low} if present is None else present | {low}
             out.append((name, value))
-    address = client.address
-    out.append((b"X-Forwarded-For", address if xff is None else xff + b", " + address))
-    out.append((b"X-Forwarded-Proto", client.proto))
-    element = b"for=" + client.forwarded_for + b";proto=" + client.proto
-    if host is not None:
-        out.append((b"X-Forwarded-Host", host))
-        element += b";host=" + _forwarded_value(host)
-    out.append((b"Forwarded", element if forwarded is None else forwarded + b", " + element))
-    hop = (b"1.0 " if head.version == b"1.0" else b"1.1 ") + client.via
-    out.append((b"Via", hop if via is None else via + b", " + hop))
+        elif action is _XFF:
+            xff = value if xff is None else xff + b", " + value
+        elif action is _VIA:
+            via = value if via is None else via + b", " + value
+        elif action is _FORWARDED:
+            forwarded = value if forwarded is None else forwarded + b", " + value
+        elif action is _CONNECTION:
+            connection = value if connection is None else connection + b"," + value
+    if connection is not None:
+        tokens = {t.strip().lower() for t in connection.split(b",")} - {b"close", b"keep-alive", b""}
+        if tokens:  # RFC 9110 §7.6.1: the fields Connection names are hop-by-hop
+            out = [(n, v) for n, v in out if n.lower() not in tokens]
+    if inherited:
+        for name, value in inherited.items():
+            if present is None or name not in present:
+                out.append((name, value))
+    if xff is None and via is None and forwarded is None:
+        key = (client, host, head.version)
+        own = _OWN_FIELDS_CACHE.get(key)
+        if own is None:
+            if len(_OWN_FIELDS_CACHE) >= _OWN_FIELDS_CACHE_SIZE:
+                _OWN_FIELDS_CACHE.clear()
+            own = _OWN_FIELDS_CACHE[key] = tuple(_own_fields(client, host, head.version, None, None, None))
+        out += own
+    else:
+        out += _own_fields(client, host, head.version, xff, via, forwarded)
     return out
 
 
-def _has_connection(headers: Headers) -> bool:
-    for name, _ in headers:
-        if len(name) == 10 and name.lower() == b"connection":
-            return True
-    return False
+def _own_fields(client: ClientInfo, host: bytes | None, version: bytes, xff, via, forwarded) -> Headers:
+    """X-Forwarded-*, Forwarded and Via, appended to what earlier hops sent."""
+    address = client.address
+    fields = [
+        (b"X-Forwarded-For", address if xff is None else xff + b", " + address),
+        (b"X-Forwarded-Proto", client.proto),
+    ]
+    element = b"for=" + client.forwarded_for + b";proto=" + client.proto
+    if host is not None:
+        fields.append((b"X-Forwarded-Host", host))
+        element += b";host=" + _forwarded_value(host)
+    fields.append((b"Forwarded", element if forwarded is None else forwarded + b", " + element))
+    hop = (b"1.0 " if version == b"1.0" else b"1.1 ") + client.via
+    fields.append((b"Via", hop if via is None else via + b", " + hop))
+    return fields
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
 def _forwarded_value(value: bytes) -> bytes:
     """RFC 7239 §4: a value that is not a token must be a quoted-string."""
-    if all(chr(c).isalnum() or chr(c) in "!#$%&'*+-.^_`|~" for c in value):
+    if _TOKEN.match(value):
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def response_headers(head: ResponseHead, request_method: bytes) -> Headers:
-    """End-to-end response fields to pass on (framing fields not included).
+    """End-to-end response fields to pass on (framing fields not included),
+    as a new list the caller may extend.
 
     For HEAD and 304 the origin's Content-Length describes the representation,
     not this message's body (RFC 9110 §8.6), so it is kept as a plain field.
+    The parser already keeps it when it knew the request was a HEAD.
     """
-    headers = end_to_end(head.headers)
-    if request_method == b"HEAD" or head.status == 304:
+    fields = list(head.fields)
+    if request_method == b"HEAD" and head.framing != FRAMING_NONE:
         length = head.get(b"content-length")
         if length is not None:
-            headers.append((b"Content-Length", length))
-    return headers
+            fields.append((b"Content-Length", length))
+    return fields
 
 
-def inner_response_headers(head: ResponseHead, request_method: bytes) -> Headers:
-    """Like response_headers, with the origin's correlation fields renamed."""
-    headers = response_headers(head, request_method)
-    for i, (name, value) in enumerate(headers):
-        renamed = _ORIGIN_RENAMES.get(name.lower())
-        if renamed is not None:
-            headers[i] = (renamed, value)
-    return headers
+def inner_response_head(head: ResponseHead, request_method: bytes, tags: Headers, framing: Headers) -> bytes:
+    """The head of an inner response: status line, the mux correlation tags,
+    the origin's end-to-end fields (its own correlation fields renamed so they
+    can never be taken for ours), then the framing the session chose."""
+    if head.has_correlation:
+        fields = [(_ORIGIN_RENAMES.get(name.lower(), name), value) for name, value in head.fields]
+    else:
+        fields = head.fields
+    if request_method == b"HEAD" and head.framing != FRAMING_NONE:
+        length = head.get(b"content-length")
+        if length is not None:
+            framing = [(b"Content-Length", length)]
+    return response_head(head.status, head.reason, tags + fields + framing)
 
 
 def error_body(error: ProxyError) -> bytes:

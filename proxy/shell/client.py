@@ -179,8 +179,10 @@ class ClientConnection(asyncio.Protocol):
                     handler.on_end()
                 elif isinstance(event, ParseFailed):
                     handler.on_body_failed(event.error)
-                elif isinstance(event, RequestHead):
-                    pending.appendleft(event)  # handler finished receiving meanwhile
+                else:
+                    # A head can only follow its predecessor's EndOfMessage,
+                    # which ends `receiving`: this is a bug, not bad input.
+                    raise RuntimeError(f"{event!r} while {handler!r} is still receiving")
             else:
                 break  # the next request waits until this response is done
         self.set_reading(PIPELINE, not pending)

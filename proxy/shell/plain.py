@@ -227,7 +227,7 @@ class PlainRequest:
         self.status = head.status
         self.responded = True
         headers = response_headers(head, self.head.method)
-        headers += fields
+        headers += fields  # a new list: response_headers copies
         self.conn.write(response_head(head.status, head.reason, headers))
 
     def on_response_data(self, data: bytes) -> None:

@@ -14,7 +14,7 @@ import logging
 import socket
 
 from proxy.config import Config
-from proxy.core.http1.messages import Headers, RequestHead
+from proxy.core.http1.messages import RequestHead
 from proxy.core.mux.session import MuxLimits
 from proxy.core.routing import RouteTable
 from proxy.shell.accesslog import AccessLog
@@ -69,10 +69,18 @@ class Runtime:
                     max_response_head_size=limits.max_response_head_size,
                 )
 
-    def inherited_fields(self, outer: RequestHead) -> Headers:
-        """Outer-request fields that inner requests lacking them inherit."""
+    def inherited_fields(self, outer: RequestHead) -> dict[bytes, bytes]:
+        """Outer-request fields (by lower-case name) that inner requests
+        lacking them inherit; repeated fields are combined (RFC 9110 §5.3)."""
         inherit = self._inherit
-        return [(name.lower(), value) for name, value in outer.headers if name.lower() in inherit]
+        fields: dict[bytes, bytes] = {}
+        for name, value in outer.headers:
+            low = name.lower()
+            if low in inherit:
+                # Cookie lines combine with "; " (RFC 6265 §5.4), others with ", ".
+                separator = b"; " if low == b"cookie" else b", "
+                fields[low] = fields[low] + separator + value if low in fields else value
+        return fields
 
     async def close(self) -> None:
         await asyncio.gather(*(upstream.close() for upstream in self.upstreams.values()))

@@ -54,7 +54,7 @@ class Transcript:
             routes=RouteTable(routes or [route(b"/", "app"), route(b"/other", "other", name="route[2]")]),
             client=ClientInfo(b"10.0.0.7", b"http", b"muxproxy"),
             outer_host=b"example.com",
-            inherited=[(b"cookie", b"session=1")],
+            inherited={b"cookie": b"session=1"},
             proxy_name=b"muxproxy",
             gzip_response=gzip_response,
             gzip_request=gzip_request,
@@ -431,7 +431,7 @@ def test_client_gone_cancels_every_exchange():
     t.send(get("/a") + get("/b") + get("/c"))
     t.respond(2, body=b"done")
     t.session.client_gone()
-    assert t.session.take_commands() == [CancelExchange(1), CancelExchange(3)]
+    assert t.session.take_commands() == [CancelExchange(3), CancelExchange(1)]
     assert t.session.ended and not t.session.streams
 
 

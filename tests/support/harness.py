@@ -174,6 +174,8 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
 
     def rss_kib(self) -> int:
         """Resident memory of the proxy process, from /proc."""

@@ -32,14 +32,19 @@ FRAMING_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead:
     """A request line and header section that passed the strict parser.
 
     `rejection` is set when the head is well framed (the parser knows where the
     message ends) but unacceptable, e.g. too many fields or two Host fields.
     The body is still delivered so the stream stays in sync; the consumer must
-    answer with the rejection instead of forwarding.
+    answer with the rejection instead of forwarding.  `upgrade` says the
+    request carried an Upgrade field.
+
+    Not frozen: one is made per request on the hot path and a frozen
+    dataclass costs three times as much to create (0.7 us against 0.2 us,
+    measured with ten fields).  Treat it as immutable all the same.
     """
 
     method: bytes
@@ -52,6 +57,7 @@ class RequestHead:
     expect_continue: bool
     host: bytes | None
     rejection: ProxyError | None = None
+    upgrade: bool = False
 
     def get(self, lower_name: bytes) -> bytes | None:
         """First value of a field, by lower-case name; None when absent."""
@@ -61,9 +67,19 @@ class RequestHead:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseHead:
-    """A final (non-1xx) response head as received from an origin or made here."""
+    """A final (non-1xx) response head as received from an origin or made here.
+
+    `fields` are the end-to-end fields to pass on: no hop-by-hop or framing
+    field, except that a HEAD or 304 response keeps its Content-Length (it
+    describes the representation).  `has_correlation` says whether the origin
+    sent its own Content-Location or Request-Id (the mux renames those).
+
+    Not frozen, unlike the other events: one is made per response on the hot
+    path and a frozen dataclass costs three times as much to create (measured
+    0.7 us against 0.2 us).  Treat it as immutable all the same.
+    """
 
     status: int
     reason: bytes
@@ -72,6 +88,21 @@ class ResponseHead:
     framing: int
     content_length: int  # -1 unless framing is FRAMING_LENGTH
     keep_alive: bool
+    fields: Headers | None = None
+    has_correlation: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fields is None:
+            # Made by hand (tests, the file origin): derive the fields once.
+            from proxy.core.http1.fields import end_to_end
+
+            fields = end_to_end(self.headers)
+            if self.framing == FRAMING_NONE:
+                length = self.get(b"content-length")
+                if length is not None:
+                    fields.append((b"Content-Length", length))
+            self.fields = fields
+            self.has_correlation = any(n.lower() in (b"content-location", b"request-id") for n, _ in fields)
 
     def get(self, lower_name: bytes) -> bytes | None:
         for name, value in self.headers:

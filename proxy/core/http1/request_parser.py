@@ -101,15 +101,18 @@ def target_problem(target: bytes) -> str | None:
     are refused outright, raw or percent-encoded: the route is chosen on the
     path as received, and an origin that resolves "/a/../b" would serve a
     path that no route check ever saw (RFC 3986 §5.2.4 is a client duty).
+    Every test is a substring search first (this runs for every request).
     """
     if b"#" in target or b"\\" in target:
         return "fragment or backslash in request target"
-    if b"%" in target and _BAD_PERCENT.search(target):
-        return "malformed percent-encoding in request target"
-    path = target.split(b"?", 1)[0]
-    if b"%" in path:
-        path = _ENCODED_DOT.sub(b".", path)
-    if b"." in path:
+    query = target.find(b"?")
+    path = target if query < 0 else target[:query]
+    if b"%" in target:
+        if _BAD_PERCENT.search(target):
+            return "malformed percent-encoding in request target"
+        if b"%2" in path:
+            path = _ENCODED_DOT.sub(b".", path)
+    if b"/." in path:
         for segment in path.split(b"/"):
             if segment == b"." or segment == b"..":
                 return "dot segment in request target"
@@ -160,13 +163,11 @@ class RequestParser:
         self._in_head = False
         self._target = b""
         self._headers: Headers = []
-        self._head_bytes = 0
-        self._header_count = 0
         self._head: RequestHead | None = None
-        self._trailers: Headers | None = None
         self._last_head: RequestHead | None = None
         # Feed-level accounting (see the module note).
-        self._callback_seen = False
+        self._feed_length = 0
+        self._progress = 0  # bumped by callbacks that show a body is moving
         self._head_run = 0
         self._framing_run = 0
 
@@ -187,14 +188,15 @@ class RequestParser:
         if self.failed is not None or not data:
             return []
         events = self._events = []
-        self._callback_seen = False
+        self._feed_length = len(data)
+        progress = self._progress
         head_before = self._in_head
         try:
             self._feed(data)
         except ProxyError as error:
             self._fail(error)
-        if self.failed is None:
-            self._account(len(data), head_before)
+        if self.failed is None and self._in_message:
+            self._account(len(data), head_before, progress == self._progress and not events)
         return events
 
     def _feed(self, data: bytes) -> None:
@@ -233,17 +235,26 @@ class RequestParser:
             raise FramingError("incomplete upgrade request")
         return data[offset:]
 
-    def _account(self, length: int, head_before: bool) -> None:
+    def _account(self, length: int, head_before: bool, idle: bool) -> None:
+        """Bound what a message that is still incomplete after a read can hold."""
         if self._in_head:
             if head_before:
-                # The whole feed was head bytes (it began and ended in a head).
+                # The whole feed was head bytes (it began and ended in a head):
+                # this count is exact and never runs ahead of the real size.
                 self._head_run += length
-            if max(self._head_run, self._head_bytes) > self.max_head_size * HEAD_DISCARD_FACTOR:
+            if (
+                self._head_run > self.max_head_size * HEAD_DISCARD_FACTOR
+                or len(self._headers) > self.max_header_count * HEAD_DISCARD_FACTOR
+            ):
                 self._fail(HeadTooLarge("request head too large"))
-        elif self._in_message and not self._callback_seen:
+        elif idle:
             self._framing_run += length
             if self._framing_run > MAX_CHUNK_FRAMING_RUN:
                 self._fail(FramingError("chunk framing too long (chunk extensions?)"))
+        else:
+            self._framing_run = 0
+            if len(self._headers) > self.max_header_count * HEAD_DISCARD_FACTOR:
+                self._fail(FramingError("too many trailer fields"))
 
     def _fail(self, error: ProxyError) -> None:
         if not error.loses_framing:
@@ -251,7 +262,7 @@ class RequestParser:
             # continue (llhttp is in an error state after any raise).
             error = FramingError(error.detail)
         self.failed = error
-        target = self._target if (self._in_message and self._header_count) else None
+        target = self._target if (self._in_message and self._headers) else None
         head = self._head if self._in_message else None
         if head is not None:
             target = head.target
@@ -260,64 +271,42 @@ class RequestParser:
     # --- httptools callbacks ------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._callback_seen = True
         self._in_message = True
         self._in_head = True
         self._target = b""
         self._headers = []
-        self._head_bytes = 0
-        self._header_count = 0
         self._head = None
-        self._trailers = None
         self._head_run = 0
         self._framing_run = 0
 
     def on_url(self, piece: bytes) -> None:
-        self._callback_seen = True
-        self._target += piece
-        self._head_bytes += len(piece)
-        if self._head_bytes > self.max_head_size * HEAD_DISCARD_FACTOR:
+        self._target = self._target + piece if self._target else piece
+        if len(self._target) > self.max_head_size * HEAD_DISCARD_FACTOR:
             raise HeadTooLarge("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._callback_seen = True
-        self._framing_run = 0
-        self._header_count += 1
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.max_head_size * HEAD_DISCARD_FACTOR or (
-            self._header_count > self.max_header_count * HEAD_DISCARD_FACTOR
-        ):
-            raise HeadTooLarge("request head too large")
-        # llhttp keeps trailing whitespace; a field value has none (RFC 9110 §5.5).
-        value = value.rstrip(b" \t")
-        if self._head is not None:
-            if self._trailers is None:
-                self._trailers = []
-            self._trailers.append((name, value))
-        elif self._header_count <= self.max_header_count:
-            self._headers.append((name, value))
+        # Called once per field: one append.  Sizes are checked when the
+        # head is complete, and per read while it is not (module note).
+        # After the head, the same list collects the trailer fields.
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._callback_seen = True
         self._in_head = False
         self._head = head = self._build_head()
         self._last_head = head
+        self._headers = []  # trailers, if any
         self._events.append(head)
 
     def on_chunk_header(self) -> None:
-        self._callback_seen = True
-        self._framing_run = 0
+        self._progress += 1
 
     def on_body(self, data: bytes) -> None:
-        self._callback_seen = True
-        self._framing_run = 0
         self._events.append(Body(data))
 
     def on_message_complete(self) -> None:
-        self._callback_seen = True
         self._in_message = False
         self._head = None
-        trailers = self._trailers
+        trailers = self._headers
         self._events.append(EndOfMessage(trailers) if trailers else END_OF_MESSAGE)
 
     # --- head validation ----------------------------------------------------------
@@ -334,6 +323,17 @@ class RequestParser:
         method = parser.get_method()
         target = self._target
         headers = self._headers
+        oversized = False
+        if len(target) + self._head_run + self._feed_length > self.max_head_size or (
+            len(headers) > self.max_header_count
+        ):
+            # Only a head that may be over a limit is measured exactly; the
+            # verdict then depends on the head alone, not on how it was read.
+            size = len(target) + sum(len(name) + len(value) + 4 for name, value in headers)
+            count = len(headers)
+            if size > self.max_head_size * HEAD_DISCARD_FACTOR or count > self.max_header_count * HEAD_DISCARD_FACTOR:
+                raise HeadTooLarge("request head too large")
+            oversized = size > self.max_head_size or count > self.max_header_count
 
         host = None
         host_count = 0
@@ -341,13 +341,15 @@ class RequestParser:
         transfer_encoding = None
         connection = False
         expect = None
+        upgrade = False
         for name, value in headers:
             # Dispatch on length first: most fields match none of these.
             length = len(name)
             if length == 4:
                 if name.lower() == b"host":
                     host_count += 1
-                    host = value
+                    # llhttp keeps trailing whitespace; a value has none (RFC 9110 §5.5).
+                    host = value.rstrip(b" \t")
             elif length == 14:
                 if name.lower() == b"content-length":
                     content_length = int(value)  # llhttp checked: digits only, once
@@ -360,6 +362,9 @@ class RequestParser:
             elif length == 6:
                 if name.lower() == b"expect":
                     expect = value
+            elif length == 7:
+                if name.lower() == b"upgrade":
+                    upgrade = True
 
         framing = FRAMING_NONE
         if transfer_encoding is not None:
@@ -389,7 +394,7 @@ class RequestParser:
             else:
                 rejection = CannotExpect(f"Expect {expect!r} is not supported")
 
-        if self._head_bytes > self.max_head_size or self._header_count > self.max_header_count:
+        if oversized:
             rejection = HeadTooLarge(
                 f"request head over {self.max_head_size} bytes or {self.max_header_count} fields"
             )
@@ -439,4 +444,5 @@ class RequestParser:
             expect_continue,
             host,
             rejection,
+            upgrade,
         )

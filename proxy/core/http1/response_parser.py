@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import httptools
 
-from proxy.core.http1.fields import connection_tokens
+from proxy.core.http1.fields import HOP_BY_HOP
 from proxy.core.http1.messages import (
     END_OF_MESSAGE,
     FRAMING_CHUNKED,
@@ -39,6 +39,15 @@ from proxy.errors import (
     OriginResponseTooLarge,
     ProxyError,
 )
+
+#: Lengths of the field names _build_head acts on: hop-by-hop fields
+#: (te 2, trailer/upgrade 7, connection/keep-alive 10, content-length 14,
+#: proxy-connection 16, transfer-encoding 17, proxy-authenticate 18,
+#: proxy-authorization 19) and the mux correlation fields (request-id 10,
+#: content-location 16).
+_SPECIAL_LENGTHS = frozenset({2, 7, 10, 14, 16, 17, 18, 19})
+_CORRELATION = frozenset({b"content-location", b"request-id"})
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})
 
 # Exchange states.
 IDLE = "idle"  # no request outstanding
@@ -83,6 +92,7 @@ class ResponseParser:
         self._interim = False
         self._head_buffer = b""
         self._head_run = 0
+        self._feed_length = 0
         #: Bytes received for the current exchange; 0 means the origin sent
         #: nothing, which is what makes a retry safe.
         self.bytes_received = 0
@@ -122,6 +132,7 @@ class ResponseParser:
             self.reusable = False
             return []
         self.bytes_received += len(data)
+        self._feed_length = len(data)
         events = self._events = []
         if self._is_head_request:
             self._feed_head_response(data)
@@ -141,6 +152,8 @@ class ResponseParser:
             self._head_run += len(data)
             if self._head_run > self.max_head_size + len(data):
                 self._stop(OriginResponseTooLarge("response head too large"))
+        elif self.state == IN_BODY and len(self._headers) > self.max_header_count:
+            self._stop(OriginResponseTooLarge("too many trailer fields"))
         return events
 
     def feed_eof(self) -> list:
@@ -219,15 +232,13 @@ class ResponseParser:
         self._begin_head()
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        self._reason = self._reason + reason if self._reason else reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.state == IN_BODY:
-            return  # trailer fields: not forwarded (we re-frame the body)
-        self._head_bytes += len(name) + len(value) + 4
-        self._headers.append((name, value.rstrip(b" \t")))
-        if self._head_bytes > self.max_head_size or len(self._headers) > self.max_header_count:
-            raise OriginResponseTooLarge("response head too large")
+        # Called once per field: kept to one append.  Sizes are checked when
+        # the head is complete, and by the per-read guard in feed() while it
+        # is not; trailer fields land in a list that is thrown away.
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -239,6 +250,7 @@ class ResponseParser:
         head = self._build_head(status, self._parser.get_http_version())
         self._head = head
         self.state = IN_BODY
+        self._headers = []  # trailers, if any, are collected here and dropped
         self._events.append(head)
 
     def on_body(self, data: bytes) -> None:
@@ -257,6 +269,12 @@ class ResponseParser:
     # --- head validation ----------------------------------------------------------
 
     def _build_head(self, status: int, version: str) -> ResponseHead:
+        """Validate the framing fields and sort the fields in one pass.
+
+        This runs once per response on the hot path: names are lower-cased
+        only when their length is one of the fields we act on (it skips
+        lower() for most fields, such as Date, Server, Content-Type).
+        """
         if version == "1.1":
             version_bytes = b"1.1"
         elif version == "1.0":
@@ -264,22 +282,41 @@ class ResponseParser:
         else:
             raise OriginProtocolError(f"origin answered with HTTP/{version}")
         headers = self._headers
+        if len(headers) > self.max_header_count:
+            raise OriginResponseTooLarge(f"response head has more than {self.max_header_count} fields")
+        if self._head_run + self._feed_length > self.max_head_size:
+            # Only a head that may be over the limit is measured exactly.
+            size = sum(len(name) + len(value) + 4 for name, value in headers)
+            if size > self.max_head_size:
+                raise OriginResponseTooLarge(f"response head over {self.max_head_size} bytes")
+        no_body = status in (204, 304) or self._is_head_request
+        fields: Headers = []
         content_length = -1
         transfer_encoding = None
-        has_connection = False
+        connection = None
+        correlation = False
+        # Trailing whitespace that llhttp leaves in a value is passed on as
+        # received: it is not part of the value (RFC 9110 §5.5), and every
+        # framing field below is stripped where it is read.
         for name, value in headers:
-            length = len(name)
-            if length == 14:
-                if name.lower() == b"content-length":
-                    content_length = int(value)  # llhttp checked it
-            elif length == 17:
-                if name.lower() == b"transfer-encoding":
-                    transfer_encoding = value
-            elif length == 10:
-                if name.lower() == b"connection":
-                    has_connection = True
+            if len(name) in _SPECIAL_LENGTHS:
+                low = name.lower()
+                if low in HOP_BY_HOP:
+                    if low == b"content-length":
+                        content_length = int(value)  # llhttp checked: digits, once
+                        if no_body:
+                            # HEAD/304: the representation's length, not framing (RFC 9110 §8.6).
+                            fields.append((name, value))
+                    elif low == b"transfer-encoding":
+                        transfer_encoding = value
+                    elif low == b"connection":
+                        connection = value if connection is None else connection + b"," + value
+                    continue
+                if low in _CORRELATION:
+                    correlation = True
+            fields.append((name, value))
 
-        if status in (204, 304) or self._is_head_request:
+        if no_body:
             framing = FRAMING_NONE
         elif transfer_encoding is not None:
             if version_bytes == b"1.0":
@@ -292,9 +329,12 @@ class ResponseParser:
         else:
             framing = FRAMING_CLOSE
 
-        if has_connection:
-            tokens = connection_tokens(headers)
+        if connection is not None:
+            tokens = {t.strip().lower() for t in connection.split(b",")}
             keep_alive = b"close" not in tokens if version_bytes == b"1.1" else b"keep-alive" in tokens
+            tokens -= _CONNECTION_OPTIONS
+            if tokens:  # fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1)
+                fields = [(n, v) for n, v in fields if n.lower() not in tokens]
         else:
             keep_alive = version_bytes == b"1.1"
         if framing == FRAMING_CLOSE:
@@ -307,4 +347,6 @@ class ResponseParser:
             framing,
             content_length if framing == FRAMING_LENGTH else -1,
             keep_alive,
+            fields,
+            correlation,
         )

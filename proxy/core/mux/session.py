@@ -37,7 +37,7 @@ from proxy.core.forwarding import (
     ClientInfo,
     OutboundRequest,
     error_response,
-    inner_response_headers,
+    inner_response_head,
     request_headers,
 )
 from proxy.core.http1.fields import host_without_port, proxy_status
@@ -51,7 +51,7 @@ from proxy.core.http1.messages import (
     ResponseHead,
 )
 from proxy.core.http1.request_parser import RequestParser, is_idempotent, split_absolute_target
-from proxy.core.http1.serialize import CRLF, LAST_CHUNK, chunk, last_chunk, response_head
+from proxy.core.http1.serialize import CRLF, LAST_CHUNK, chunk, last_chunk
 from proxy.core.mux.commands import (
     PAUSE_READING,
     RESUME_READING,
@@ -70,6 +70,8 @@ from proxy.errors import BodyTooLarge, FramingError, NoRoute, ProxyError, Reques
 #: requests (about 100 minimal ones) is parsed beyond the marks; the rest of a
 #: read stays unparsed, and the outer connection is paused, until there is room.
 FEED_SLICE = 2048
+
+_CHUNKED = [(b"Transfer-Encoding", b"chunked")]
 
 #: Decompressed bytes produced from a gzip-coded outer body at a time, so a
 #: small compressed body can never expand into memory all at once.
@@ -181,7 +183,7 @@ class MuxSession:
         routes: RouteTable,
         client: ClientInfo,
         outer_host: bytes | None,
-        inherited: Headers,
+        inherited: dict[bytes, bytes],
         proxy_name: bytes,
         gzip_response: bool,
         gzip_request: bool,
@@ -374,7 +376,9 @@ class MuxSession:
 
     def client_gone(self) -> None:
         """The client disconnected: cancel everything still with an origin."""
-        for stream in list(self.streams.values()):
+        # Latest first: cancelling an earlier exchange frees a pool slot, and
+        # a later one of ours still waiting for a slot must not take it.
+        for stream in reversed(list(self.streams.values())):
             if stream.dispatched and stream.state is not InnerState.DONE:
                 self.commands.append(CancelExchange(stream.stream_id))
             stream.state = InnerState.DONE
@@ -532,9 +536,8 @@ class MuxSession:
         mux_path = self.limits.path
         if path.startswith(mux_path) and (len(path) == len(mux_path) or path[len(mux_path)] in b"/?"):
             raise RequestDenied("an inner request cannot address the mux endpoint")
-        for name, _ in head.headers:
-            if len(name) == 7 and name.lower() == b"upgrade":
-                raise RequestDenied("an inner request cannot upgrade the protocol")
+        if head.upgrade:
+            raise RequestDenied("an inner request cannot upgrade the protocol")
         host = head.host
         if host is None:
             host = self.outer_host
@@ -624,14 +627,14 @@ class MuxSession:
 
     def _buffered_message(self, stream: InnerStream) -> bytes:
         head = stream.response
-        body = b"".join(stream.buffer)
-        headers = stream.tags + inner_response_headers(head, stream.method)
-        if head.framing != FRAMING_NONE:
-            headers.append((b"Content-Length", str(len(body)).encode("ascii")))
-        else:
-            body = b""
+        if head.framing == FRAMING_NONE:
+            stream.body_bytes = 0
+            return inner_response_head(head, stream.method, stream.tags, [])
+        buffer = stream.buffer
+        body = buffer[0] if len(buffer) == 1 else b"".join(buffer)
         stream.body_bytes = len(body)
-        return response_head(head.status, head.reason, headers) + body
+        framing = [(b"Content-Length", b"%d" % len(body))]
+        return inner_response_head(head, stream.method, stream.tags, framing) + body
 
     def _error_message(self, stream: InnerStream, error: ProxyError) -> bytes:
         stream.status = error.status
@@ -656,10 +659,7 @@ class MuxSession:
                 self._drop_buffer(stream)
                 self._response_left(stream, not stream.more)
             elif stream.state is InnerState.STREAM_WAITING:
-                head = stream.response
-                headers = stream.tags + inner_response_headers(head, stream.method)
-                headers.append((b"Transfer-Encoding", b"chunked"))
-                self._out.append(response_head(head.status, head.reason, headers))
+                self._out.append(inner_response_head(stream.response, stream.method, stream.tags, _CHUNKED))
                 if stream.buffer:
                     data = b"".join(stream.buffer)
                     self._out.append(chunk(data))
