@@ -92,6 +92,7 @@ class MuxStream:
         self._again = False
         self._flush_scheduled = False
         self._timer = None
+        self._timer_at = float("inf")
         self.ended = False
         self.started = time.monotonic()
         self.encoder = BodyEncoder(chunked=head.version == b"1.1")
@@ -121,8 +122,12 @@ class MuxStream:
     # --- facts from the client connection ---------------------------------------------
 
     def on_body(self, data: bytes) -> None:
-        self.session.receive_data(data)
+        session = self.session
+        session.receive_data(data)
         self.run()
+        if session.next_check < self._timer_at:
+            # An inner head began: its deadline may come before the timer.
+            self._arm_timer(session.next_check - session.clock())
 
     def on_end(self) -> None:
         self.receiving = False
@@ -255,8 +260,14 @@ class MuxStream:
     # --- timer ----------------------------------------------------------------------------
 
     def _arm_timer(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = float("inf")
         if delay > 0 and not self.ended:
+            delay = max(delay, 0.01)
             self._timer = self.conn.loop.call_later(delay, self._on_timer)
+            self._timer_at = self.session.clock() + delay
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -49,6 +49,7 @@ class Runtime:
             max_header_count=limits.max_header_count,
             heartbeat=mux.heartbeat,
             idle_timeout=mux.idle_timeout,
+            header_timeout=limits.header_timeout,
             gzip_level=mux.gzip_level,
         )
         self._inherit = frozenset(name.encode("ascii") for name in mux.inherit_headers)

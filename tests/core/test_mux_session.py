@@ -599,3 +599,32 @@ def test_gzip_bomb_is_inflated_in_bounded_steps():
     t.send(data)
     # Parsing stopped at the in-flight mark; what is decompressed but unparsed stays small.
     assert len(t.session._unparsed) <= 65536
+
+
+def test_inner_head_trickled_in_is_cut_off_at_the_header_deadline():
+    # A total deadline, not an inactivity timer: bytes keep arriving.
+    t = Transcript(header_timeout=10.0, heartbeat=0)
+    t.send(get("/done", "d"))
+    for byte in b"GET /slowloris HTTP/1.1\r\nX-Pad: ":
+        t.clock.now += 0.5
+        t.send(bytes([byte]))
+        t.session.on_timer()
+        if t.session._input_abandoned:
+            break
+    assert t.session._input_abandoned
+    assert t.session.next_check <= t.clock.now
+    (timeout,) = t.responses()
+    assert timeout.status == 408 and "error=http_request_error" in timeout.header("Proxy-Status")
+    # The request before it is still answered, then the stream ends.
+    commands = t.respond(1, body=b"ok")
+    assert EndOuter(close=True) in commands
+
+
+def test_head_deadline_resets_for_each_inner_head():
+    t = Transcript(header_timeout=10.0, heartbeat=0)
+    for _ in range(5):
+        t.send(b"GET /a HTTP/1.1\r\n")
+        t.clock.now += 6
+        t.send(b"\r\n")
+        t.session.on_timer()
+    assert not t.session._input_abandoned

@@ -81,7 +81,7 @@ def end_to_end(headers: Headers) -> Headers:
     return [(n, v) for n, v in headers if (low := n.lower()) not in HOP_BY_HOP and low not in named]
 
 
-_date_cache: list = [0, b""]
+_date_cache: list = [-1, b""]  # -1: no second is cached yet (0 is a valid one)
 
 
 def http_date(now: float | None = None) -> bytes:

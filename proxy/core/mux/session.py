@@ -63,7 +63,7 @@ from proxy.core.mux.commands import (
     ResumeOrigin,
 )
 from proxy.core.routing import HOST_ORIGIN, HOST_PRESERVE, RouteTable
-from proxy.errors import BodyTooLarge, FramingError, NoRoute, ProxyError, RequestDenied
+from proxy.errors import BodyTooLarge, FramingError, HeadTimeout, NoRoute, ProxyError, RequestDenied
 
 #: Outer body bytes handed to the inner parser at a time.  The session checks
 #: its in-flight and buffer marks between slices, so at most one slice of
@@ -91,6 +91,7 @@ class MuxLimits:
     max_header_count: int = 100
     heartbeat: float = 15.0
     idle_timeout: float = 300.0
+    header_timeout: float = 10.0
     gzip_level: int = 6
 
 
@@ -229,6 +230,13 @@ class MuxSession:
         now = clock()
         self.last_output_at = now
         self.last_input_at = now
+        #: When an inner head began arriving (None between heads): a head
+        #: must be complete within limits.header_timeout, however slowly it
+        #: trickles in (a deadline, not an inactivity timer: slowloris).
+        self._head_since: float | None = None
+        #: Clock time by which on_timer() must run next; the shell re-arms
+        #: its timer when this moves earlier.
+        self.next_check = now
         #: Highest number of inner requests in flight at once (for the record).
         self.peak_in_flight = 0
 
@@ -412,7 +420,16 @@ class MuxSession:
                 self._abandon_input()
                 return 0.0
             delays.append(due - now)
-        return min(delays) if delays else 0.0
+        if self._head_since is not None and not self._input_abandoned:
+            due = self._head_since + limits.header_timeout
+            if now >= due:
+                self._lose_framing(HeadTimeout(f"inner request head not complete within {limits.header_timeout:g}s"))
+                self._update_reading()
+                return 0.0
+            delays.append(due - now)
+        delay = min(delays) if delays else 0.0
+        self.next_check = now + delay if delays else float("inf")
+        return delay
 
     # --- output -------------------------------------------------------------------
 
@@ -462,6 +479,12 @@ class MuxSession:
                 self._unparsed = self._unparsed[FEED_SLICE:]
                 for event in self._parser.feed(piece):
                     self._on_inner_event(event)
+            if self._parser.in_head:
+                if self._head_since is None:
+                    self._head_since = now = self.clock()
+                    self.next_check = min(self.next_check, now + self.limits.header_timeout)
+            else:
+                self._head_since = None
             if self._input_done and not self._input_abandoned and not self._unparsed and not self._compressed:
                 if not self._parser.is_idle or (self._inflater is not None and not self._inflater.eof):
                     self._lose_framing(FramingError("the stream ended inside an inner request"))
@@ -519,6 +542,7 @@ class MuxSession:
         return stream
 
     def _on_head(self, head: RequestHead) -> None:
+        self._head_since = None  # the next head's deadline starts when it does
         stream = self._current = self._new_stream(head, head.target)
         if head.rejection is not None:
             stream.rejection = head.rejection
