@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from proxy.core.http1.fields import HOP_BY_HOP, http_date, proxy_status
-from proxy.core.http1.messages import FRAMING_LENGTH, FRAMING_NONE, Headers, RequestHead, ResponseHead
+from proxy.core.http1.messages import FRAMING_LENGTH, Headers, RequestHead, ResponseHead
 from proxy.core.http1.serialize import reason_phrase, response_head
 from proxy.core.routing import Timeouts
 from proxy.errors import ProxyError
@@ -120,6 +120,12 @@ def request_headers(
         tokens = {t.strip().lower() for t in connection.split(b",")} - {b"close", b"keep-alive", b""}
         if tokens:  # RFC 9110 §7.6.1: the fields Connection names are hop-by-hop
             out = [(n, v) for n, v in out if n.lower() not in tokens]
+            if b"x-forwarded-for" in tokens:
+                xff = None
+            if b"via" in tokens:
+                via = None
+            if b"forwarded" in tokens:
+                forwarded = None
     if inherited:
         for name, value in inherited.items():
             if present is None or name not in present:
@@ -173,11 +179,19 @@ def response_headers(head: ResponseHead, request_method: bytes) -> Headers:
     The parser already keeps it when it knew the request was a HEAD.
     """
     fields = list(head.fields)
-    if request_method == b"HEAD" and head.framing != FRAMING_NONE:
-        length = head.get(b"content-length")
-        if length is not None:
-            fields.append((b"Content-Length", length))
+    if request_method == b"HEAD":
+        fields += _head_length(head)
     return fields
+
+
+def _head_length(head: ResponseHead) -> Headers:
+    """The Content-Length field a response to HEAD passes on, unless its
+    fields carry it already (the parser keeps it when it knew the method)."""
+    for name, _ in head.fields:
+        if len(name) == 14 and name.lower() == b"content-length":
+            return []
+    length = head.get(b"content-length")
+    return [] if length is None else [(b"Content-Length", length)]
 
 
 def inner_response_head(head: ResponseHead, request_method: bytes, tags: Headers, framing: Headers) -> bytes:
@@ -188,10 +202,8 @@ def inner_response_head(head: ResponseHead, request_method: bytes, tags: Headers
         fields = [(_ORIGIN_RENAMES.get(name.lower(), name), value) for name, value in head.fields]
     else:
         fields = head.fields
-    if request_method == b"HEAD" and head.framing != FRAMING_NONE:
-        length = head.get(b"content-length")
-        if length is not None:
-            framing = [(b"Content-Length", length)]
+    if request_method == b"HEAD":
+        framing = _head_length(head)
     return response_head(head.status, head.reason, tags + fields + framing)
 
 

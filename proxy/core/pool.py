@@ -129,6 +129,10 @@ class PoolState:
                     connection = self._take_idle(other, now)
                     if connection is not None:
                         return Checkout(REUSE, other, connection)
+            if self.total < self.max_connections:
+                # Expired idle connections found on the way freed a slot.
+                self.connecting += 1
+                return Checkout(CONNECT, server)
         if len(self.waiters) >= self.max_queue:
             return Checkout(REFUSE)
         return Checkout(WAIT)

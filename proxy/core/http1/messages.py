@@ -40,7 +40,7 @@ class RequestHead:
     message ends) but unacceptable, e.g. too many fields or two Host fields.
     The body is still delivered so the stream stays in sync; the consumer must
     answer with the rejection instead of forwarding.  `upgrade` says the
-    request carried an Upgrade field.
+    request asks to switch protocols (Upgrade with Connection: upgrade).
 
     Not frozen: one is made per request on the hot path and a frozen
     dataclass costs three times as much to create (0.7 us against 0.2 us,
@@ -72,8 +72,8 @@ class ResponseHead:
     """A final (non-1xx) response head as received from an origin or made here.
 
     `fields` are the end-to-end fields to pass on: no hop-by-hop or framing
-    field, except that a HEAD or 304 response keeps its Content-Length (it
-    describes the representation).  `has_correlation` says whether the origin
+    field, except that a response to HEAD, or a 304, keeps its Content-Length
+    (it describes the representation; a 204 never has one).  `has_correlation` says whether the origin
     sent its own Content-Location or Request-Id (the mux renames those).
 
     Not frozen, unlike the other events: one is made per response on the hot
@@ -97,7 +97,7 @@ class ResponseHead:
             from proxy.core.http1.fields import end_to_end
 
             fields = end_to_end(self.headers)
-            if self.framing == FRAMING_NONE:
+            if self.status == 304:  # its length describes the representation
                 length = self.get(b"content-length")
                 if length is not None:
                     fields.append((b"Content-Length", length))

@@ -17,9 +17,16 @@ Two kinds of failure, matching `ProxyError.loses_framing`:
   parser accepts nothing more (nobody knows where the next message starts).
 
 Sizes: llhttp enforces no limits and httptools accumulates a field value in
-memory until it is complete, so sizes are counted here.  Callbacks give exact
-counts of finished parts; a feed that ends inside a head is counted whole, so
-what httptools can hold for one head is bounded by the hard cap plus one read.
+memory until it is complete, so sizes are counted here.  The verdict on a
+complete head uses its canonical size (the bytes it needs at the least:
+request line, "name:value" + CRLF per field, the empty line), computed from
+the parsed parts, so it does not depend on how the head was split into
+reads.  While a head is incomplete, the raw bytes of the reads spent wholly
+inside it are a memory guard (`HEAD_GUARD_FACTOR`): what httptools can hold
+for one head is bounded by that plus one read.  Only a head padded with more
+whitespace than `HEAD_GUARD_FACTOR` times the limit can meet the guard while
+its canonical size would pass; it is then refused, as a head that trickles in
+that much padding deserves.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import re
 
 import httptools
 
-from proxy.core.http1.fields import connection_tokens, host_without_port, is_valid_host
+from proxy.core.http1.fields import host_without_port, is_valid_host
 from proxy.core.http1.messages import (
     END_OF_MESSAGE,
     FRAMING_CHUNKED,
@@ -53,6 +60,15 @@ from proxy.errors import (
 #: end so the stream stays usable; past this multiple of the limit we stop
 #: parsing altogether (framing lost) rather than keep reading a hostile head.
 HEAD_DISCARD_FACTOR = 4
+
+#: Raw bytes a head may occupy while incomplete, as a multiple of the limit
+#: (see the module note); above HEAD_DISCARD_FACTOR so that only abusive
+#: padding, never the canonical size, can make it the deciding check.
+HEAD_GUARD_FACTOR = 8
+
+# llhttp error reasons that come from the request line itself: the target
+# read so far may be partial or wrong, so an error response is not tagged.
+_REQUEST_LINE_ERRORS = ("url", "method", "HTTP/", "version", "start line")
 
 #: Bytes of chunk framing (size line, extensions, CRLFs) allowed to pass with
 #: no body byte in between.  llhttp validates chunk extensions but keeps none
@@ -167,7 +183,9 @@ class RequestParser:
         self._last_head: RequestHead | None = None
         # Feed-level accounting (see the module note).
         self._feed_length = 0
+        self._error_reason = ""
         self._progress = 0  # bumped by callbacks that show a body is moving
+        self._head_seen = 0
         self._head_run = 0
         self._framing_run = 0
 
@@ -189,6 +207,7 @@ class RequestParser:
             return []
         events = self._events = []
         self._feed_length = len(data)
+        self._error_reason = ""
         progress = self._progress
         head_before = self._in_head
         try:
@@ -216,34 +235,35 @@ class RequestParser:
                     raise cause from None
                 raise
             except httptools.HttpParserInvalidMethodError as exc:
+                self._error_reason = "method"
                 raise UnsupportedMethod(f"unknown request method ({exc})") from None
             except httptools.HttpParserError as exc:
-                raise FramingError(f"malformed request: {exc}") from None
+                reason = self._error_reason = str(exc)
+                if reason == "Invalid HTTP version":
+                    raise UnsupportedVersion(f"malformed request: {reason}") from None
+                raise FramingError(f"malformed request: {reason}") from None
 
     def _after_upgrade(self, data: bytes, offset: int) -> bytes:
-        if self._parser.get_method() == b"CONNECT":
-            raise ConnectNotSupported("CONNECT is not supported by a reverse proxy")
         # We never upgrade: the request is forwarded without its Upgrade
-        # field (hop-by-hop).  llhttp treats what follows an upgrade head as
-        # the new protocol, so a body declared by that head was not consumed;
-        # parsing it as the next request would be request smuggling.
-        last = self._events[-1] if self._events else None
-        head = self._last_head
-        if head is not None and head.framing != FRAMING_NONE:
-            raise FramingError("a request with Upgrade must not carry a body")
-        if not isinstance(last, EndOfMessage):
+        # field (hop-by-hop).  CONNECT and an upgrade request with a body were
+        # refused by _build_head; what is left is a complete request, and
+        # the bytes after it are the next request.
+        if not self._events or not isinstance(self._events[-1], EndOfMessage):
             raise FramingError("incomplete upgrade request")
         return data[offset:]
 
     def _account(self, length: int, head_before: bool, idle: bool) -> None:
         """Bound what a message that is still incomplete after a read can hold."""
         if self._in_head:
+            # Every byte of this read may belong to the head: an upper bound,
+            # used only to decide whether to measure the head exactly.
+            self._head_seen += length
             if head_before:
-                # The whole feed was head bytes (it began and ended in a head):
-                # this count is exact and never runs ahead of the real size.
+                # The whole read was head bytes (it began and ended in a
+                # head): never more than the head's real raw size.
                 self._head_run += length
             if (
-                self._head_run > self.max_head_size * HEAD_DISCARD_FACTOR
+                self._head_run > self.max_head_size * HEAD_GUARD_FACTOR
                 or len(self._headers) > self.max_header_count * HEAD_DISCARD_FACTOR
             ):
                 self._fail(HeadTooLarge("request head too large"))
@@ -262,10 +282,13 @@ class RequestParser:
             # continue (llhttp is in an error state after any raise).
             error = FramingError(error.detail)
         self.failed = error
-        target = self._target if (self._in_message and self._headers) else None
         head = self._head if self._in_message else None
         if head is not None:
             target = head.target
+        elif self._in_message and self._target and not any(m in self._error_reason for m in _REQUEST_LINE_ERRORS):
+            target = self._target  # the failure came after the request line
+        else:
+            target = None
         self._events.append(ParseFailed(error, head, target))
 
     # --- httptools callbacks ------------------------------------------------------
@@ -277,6 +300,7 @@ class RequestParser:
         self._headers = []
         self._head = None
         self._head_run = 0
+        self._head_seen = 0
         self._framing_run = 0
 
     def on_url(self, piece: bytes) -> None:
@@ -294,6 +318,15 @@ class RequestParser:
         self._in_head = False
         self._head = head = self._build_head()
         self._last_head = head
+        # Refused here, before llhttp completes the message, so that the
+        # failure carries the head (an error response can be correlated).
+        if head.method == b"CONNECT":
+            raise ConnectNotSupported("CONNECT is not supported by a reverse proxy")
+        if head.upgrade and (head.content_length > 0 or head.framing == FRAMING_CHUNKED):
+            # llhttp takes what follows an upgrade head for the new protocol:
+            # a body declared by it would never be read, and parsing it as the
+            # next request would be request smuggling.  We never upgrade.
+            raise FramingError("a request with Upgrade must not carry a body")
         self._headers = []  # trailers, if any
         self._events.append(head)
 
@@ -324,12 +357,11 @@ class RequestParser:
         target = self._target
         headers = self._headers
         oversized = False
-        if len(target) + self._head_run + self._feed_length > self.max_head_size or (
-            len(headers) > self.max_header_count
-        ):
-            # Only a head that may be over a limit is measured exactly; the
-            # verdict then depends on the head alone, not on how it was read.
-            size = len(target) + sum(len(name) + len(value) + 4 for name, value in headers)
+        if self._head_seen + self._feed_length > self.max_head_size or len(headers) > self.max_header_count:
+            # Only a head that may be over a limit (its reads hold more bytes
+            # than the limit) is measured; the verdict then depends on the
+            # canonical size alone, never on how the head was split.
+            size = len(method) + len(target) + 14 + sum(len(name) + len(value) + 3 for name, value in headers)
             count = len(headers)
             if size > self.max_head_size * HEAD_DISCARD_FACTOR or count > self.max_header_count * HEAD_DISCARD_FACTOR:
                 raise HeadTooLarge("request head too large")
@@ -339,7 +371,7 @@ class RequestParser:
         host_count = 0
         content_length = -1
         transfer_encoding = None
-        connection = False
+        connection = None
         expect = None
         upgrade = False
         for name, value in headers:
@@ -358,7 +390,7 @@ class RequestParser:
                     transfer_encoding = value
             elif length == 10:
                 if name.lower() == b"connection":
-                    connection = True
+                    connection = value if connection is None else connection + b"," + value
             elif length == 6:
                 if name.lower() == b"expect":
                     expect = value
@@ -372,7 +404,9 @@ class RequestParser:
                 # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means
                 # the framing is faulty, even with a Content-Length.
                 raise FramingError("Transfer-Encoding in an HTTP/1.0 request")
-            if transfer_encoding.strip().lower() != b"chunked":
+            # Exactly "chunked": llhttp reads no other spelling (not even with
+            # a trailing tab) as chunked, and we must read it as llhttp does.
+            if transfer_encoding.rstrip(b" ").lower() != b"chunked":
                 # RFC 9112 §6.1: 501 for a transfer coding we do not
                 # implement; we implement exactly one, chunked, once.
                 raise UnsupportedTransferCoding(f"unsupported Transfer-Encoding {transfer_encoding!r}")
@@ -380,11 +414,14 @@ class RequestParser:
         elif content_length >= 0:
             framing = FRAMING_LENGTH
 
-        if connection:
-            tokens = connection_tokens(headers)
-            keep_alive = b"close" not in tokens if version_bytes == b"1.1" else b"keep-alive" in tokens
+        if connection is not None:
+            tokens = {token.strip().lower() for token in connection.split(b",")}
+            # RFC 9112 §9.3: "close" wins; HTTP/1.0 persists only if asked to.
+            keep_alive = b"close" not in tokens and (version_bytes == b"1.1" or b"keep-alive" in tokens)
         else:
             keep_alive = version_bytes == b"1.1"
+            tokens = None
+        upgrade = upgrade and tokens is not None and b"upgrade" in tokens
 
         rejection: ProxyError | None = None
         expect_continue = False

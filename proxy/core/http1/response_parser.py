@@ -49,6 +49,11 @@ _SPECIAL_LENGTHS = frozenset({2, 7, 10, 14, 16, 17, 18, 19})
 _CORRELATION = frozenset({b"content-location", b"request-id"})
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})
 
+#: Raw bytes a response head may occupy while incomplete, as a multiple of
+#: the limit: a memory guard only.  The verdict on a complete head is its
+#: canonical size, so it never depends on how the head was split into reads.
+HEAD_GUARD_FACTOR = 8
+
 # Exchange states.
 IDLE = "idle"  # no request outstanding
 AWAITING_HEAD = "awaiting-head"
@@ -93,6 +98,9 @@ class ResponseParser:
         self._head_buffer = b""
         self._head_run = 0
         self._feed_length = 0
+        self._read_body = 0
+        self._interim_seen = False
+        self._head_tail = b""
         #: Bytes received for the current exchange; 0 means the origin sent
         #: nothing, which is what makes a retry safe.
         self.bytes_received = 0
@@ -112,6 +120,8 @@ class ResponseParser:
         self._interim = False
         self._head_buffer = b""
         self._head_run = 0
+        self._head_tail = b""
+        self._interim_seen = False
         self.bytes_received = 0
         self._begin_head()
 
@@ -137,6 +147,11 @@ class ResponseParser:
         if self._is_head_request:
             self._feed_head_response(data)
             return events
+        head_before = self.state != AWAITING_HEAD
+        # The last bytes of a head still arriving: its terminating empty line
+        # may straddle two reads.
+        tail = b"" if head_before else self._head_tail
+        self._read_body = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -146,14 +161,30 @@ class ResponseParser:
             self._stop(OriginProtocolError("origin switched protocols without being asked"))
         except httptools.HttpParserError as exc:
             self._stop(OriginProtocolError(f"malformed response: {exc}"))
-        if self.state == AWAITING_HEAD:
+        state = self.state
+        if state == AWAITING_HEAD:
             # httptools holds an unfinished field in memory; count every read
             # that ends inside a head so one huge field cannot grow unseen.
             self._head_run += len(data)
-            if self._head_run > self.max_head_size + len(data):
+            self._head_tail = (tail + data)[-3:]
+            if self._head_run > self.max_head_size * HEAD_GUARD_FACTOR:
                 self._stop(OriginResponseTooLarge("response head too large"))
-        elif self.state == IN_BODY and len(self._headers) > self.max_header_count:
-            self._stop(OriginResponseTooLarge("too many trailer fields"))
+        elif state == IN_BODY:
+            if len(self._headers) > self.max_header_count:
+                self._stop(OriginResponseTooLarge("too many trailer fields"))
+        elif state == DONE and self.reusable and not self._interim_seen and self._head.framing <= FRAMING_LENGTH:
+            # llhttp skips stray CRLFs between messages without a callback,
+            # so count: a response of known length (and no 1xx before it)
+            # must end exactly where this read ends, or bytes follow it.  The
+            # head begins at the exchange's first byte, so the first empty
+            # line seen since then ends it.  (After a chunked body the count
+            # is unknown: a stray CRLF there is tolerated, as llhttp does.)
+            if head_before:
+                consumed = self._read_body
+            else:
+                consumed = (tail + data).find(b"\r\n\r\n") + 4 - len(tail) + self._read_body
+            if len(data) > consumed:
+                self.reusable = False
         return events
 
     def feed_eof(self) -> list:
@@ -188,11 +219,14 @@ class ResponseParser:
         while True:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(buffer) > self.max_head_size:
+                if len(buffer) > self.max_head_size * HEAD_GUARD_FACTOR:
                     self._stop(OriginResponseTooLarge("response head too large"))
                 self._head_buffer = buffer
                 return
             raw_head, buffer = buffer[: end + 4], buffer[end + 4 :]
+            # The raw size of this head is known here: it decides, as
+            # _feed_length does on the other path, whether to measure.
+            self._head_run, self._feed_length = 0, len(raw_head)
             collector = _HeadCollector()
             parser = httptools.HttpResponseParser(collector)
             try:
@@ -254,12 +288,16 @@ class ResponseParser:
         self._events.append(head)
 
     def on_body(self, data: bytes) -> None:
+        self._read_body += len(data)
         self._events.append(Body(data))
 
     def on_message_complete(self) -> None:
         if self._interim:
+            # RFC 9110 §15.2: any number of 1xx may precede the response;
+            # each is its own head and counts alone against the limit.
             self._interim = False
-            self._head_bytes = 0
+            self._interim_seen = True
+            self._head_run = 0
             return
         self.state = DONE
         head = self._head
@@ -285,11 +323,16 @@ class ResponseParser:
         if len(headers) > self.max_header_count:
             raise OriginResponseTooLarge(f"response head has more than {self.max_header_count} fields")
         if self._head_run + self._feed_length > self.max_head_size:
-            # Only a head that may be over the limit is measured exactly.
-            size = sum(len(name) + len(value) + 4 for name, value in headers)
+            # Only a head that may be over the limit is measured, and by its
+            # canonical size ("HTTP/1.1 200 " reason CRLF, "name:value" CRLF
+            # per field, CRLF): the verdict never depends on how it was read.
+            size = 15 + len(self._reason) + 2 + sum(len(name) + len(value) + 3 for name, value in headers)
             if size > self.max_head_size:
                 raise OriginResponseTooLarge(f"response head over {self.max_head_size} bytes")
         no_body = status in (204, 304) or self._is_head_request
+        # HEAD and 304 keep Content-Length as a field: it describes the
+        # representation (RFC 9110 §8.6); a 204 must not carry one at all.
+        keeps_length = status == 304 or self._is_head_request
         fields: Headers = []
         content_length = -1
         transfer_encoding = None
@@ -304,7 +347,7 @@ class ResponseParser:
                 if low in HOP_BY_HOP:
                     if low == b"content-length":
                         content_length = int(value)  # llhttp checked: digits, once
-                        if no_body:
+                        if keeps_length:
                             # HEAD/304: the representation's length, not framing (RFC 9110 §8.6).
                             fields.append((name, value))
                     elif low == b"transfer-encoding":
@@ -321,7 +364,9 @@ class ResponseParser:
         elif transfer_encoding is not None:
             if version_bytes == b"1.0":
                 raise OriginProtocolError("Transfer-Encoding in an HTTP/1.0 response")
-            if transfer_encoding.strip().lower() != b"chunked":
+            # Exactly "chunked": llhttp reads no other spelling (not even with
+            # a trailing tab) as chunked, and we must read it as llhttp does.
+            if transfer_encoding.rstrip(b" ").lower() != b"chunked":
                 raise OriginProtocolError(f"unsupported Transfer-Encoding {transfer_encoding!r}")
             framing = FRAMING_CHUNKED
         elif content_length >= 0:
@@ -331,7 +376,8 @@ class ResponseParser:
 
         if connection is not None:
             tokens = {t.strip().lower() for t in connection.split(b",")}
-            keep_alive = b"close" not in tokens if version_bytes == b"1.1" else b"keep-alive" in tokens
+            # RFC 9112 §9.3: "close" wins; HTTP/1.0 persists only if asked to.
+            keep_alive = b"close" not in tokens and (version_bytes == b"1.1" or b"keep-alive" in tokens)
             tokens -= _CONNECTION_OPTIONS
             if tokens:  # fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1)
                 fields = [(n, v) for n, v in fields if n.lower() not in tokens]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from proxy.core.http1.fields import http_date
 from proxy.core.http1.messages import FRAMING_NONE, RequestHead
+from proxy.core.http1.request_parser import split_absolute_target
 from proxy.core.http1.serialize import response_head
 from proxy.errors import LengthRequired, MethodNotAllowed, ProxyError, UnsupportedMediaType
 
@@ -21,9 +22,10 @@ def is_mux_target(head: RequestHead, mux_path: bytes) -> bool:
     """True when the request addresses the mux endpoint itself."""
     target = head.target
     if not target.startswith(b"/"):
-        scheme_end = target.find(b"://")
-        slash = target.find(b"/", scheme_end + 3) if scheme_end >= 0 else -1
-        target = target[slash:] if slash >= 0 else b"/"
+        split = split_absolute_target(target)
+        if split is None:
+            return False
+        target = split[1]
     if not target.startswith(mux_path):
         return False
     return len(target) == len(mux_path) or target[len(mux_path)] == ord("?")
@@ -54,15 +56,18 @@ def is_gzip_request(head: RequestHead) -> bool:
 
 
 def accepts_gzip(head: RequestHead) -> bool:
-    """Accept-Encoding allows gzip (RFC 9110 §12.5.3: q=0 means "not")."""
+    """Accept-Encoding allows gzip (RFC 9110 §12.5.3).
+
+    q=0 means "not acceptable", and "*" only speaks for codings the field does
+    not name: an explicit gzip (or its alias x-gzip) decides over it.
+    """
+    qualities: dict[bytes, float] = {}
     for name, value in head.headers:
         if name.lower() != b"accept-encoding":
             continue
         for item in value.split(b","):
             parts = item.strip().split(b";")
             coding = parts[0].strip().lower()
-            if coding not in (b"gzip", b"x-gzip", b"*"):
-                continue
             quality = 1.0
             for param in parts[1:]:
                 key, _, val = param.strip().partition(b"=")
@@ -71,9 +76,11 @@ def accepts_gzip(head: RequestHead) -> bool:
                         quality = float(val)
                     except ValueError:
                         quality = 0.0
-            if quality > 0:
-                return True
-    return False
+            qualities[coding] = quality
+    named = [qualities[c] for c in (b"gzip", b"x-gzip") if c in qualities]
+    if named:
+        return max(named) > 0
+    return qualities.get(b"*", 0.0) > 0
 
 
 def outer_response_head(*, gzip: bool, http10: bool) -> bytes:
