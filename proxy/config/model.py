@@ -257,14 +257,6 @@ def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
-def path_matches_prefix(path: str, prefix: str) -> bool:
-    """Segment-aware prefix match: "/api" covers "/api" and "/api/x" but not
-    "/apix"; "/api/" covers "/api/" and "/api/x" but not "/api"."""
-    if prefix.endswith("/"):
-        return path.startswith(prefix)
-    return path == prefix or path.startswith(prefix + "/")
-
-
 def _resolve(text: str, info: ValidationInfo) -> Path:
     base_dir = (info.context or {}).get("base_dir") or Path.cwd()
     return (Path(base_dir) / text).resolve()
@@ -299,7 +291,8 @@ class MuxSettings(BaseModel):
 
     model_config = _FROZEN
 
-    #: Served by the proxy itself, so no route may equal it or lie under it.
+    #: Served by the proxy itself, so no route may equal it (paths below it
+    #: are ordinary paths).
     path: PathPrefix = "/_mux"
     #: A CRLF is written when an open outer response has been quiet this long,
     #: well under the 60 s idle timeouts of common load balancers (AWS ALB,
@@ -468,7 +461,7 @@ class RouteSettings(BaseModel):
 
     #: Name of an [origin.NAME].
     origin: StrictStr
-    #: Segment-aware path prefix (see `path_matches_prefix`).
+    #: Segment-aware path prefix (matching: proxy/core/routing.py).
     path: PathPrefix = "/"
     #: Exact host names or "*.example.com", lower-cased; empty matches any host.
     host: Annotated[tuple[HostPattern, ...], BeforeValidator(_one_or_many)] = ()
@@ -529,11 +522,10 @@ class Config(BaseModel):
             if route.origin not in self.origins:
                 why = f"unknown origin {toml_repr(route.origin)}"
                 problems.append((("route", index, "origin"), why, route.origin))
-            if path_matches_prefix(route.path, self.mux.path):
-                why = (
-                    f"{toml_repr(route.path)} is or lies under mux.path {toml_repr(self.mux.path)},"
-                    " which the proxy serves itself"
-                )
+            if route.path == self.mux.path:
+                # Only the endpoint itself is the proxy's; paths below it are
+                # ordinary paths, routed like any other (docs/protocol.md §1).
+                why = f"{toml_repr(route.path)} is mux.path, which the proxy serves itself"
                 problems.append((("route", index, "path"), why, route.path))
         if problems:
             raise _problems(type(self).__name__, problems)

@@ -213,9 +213,11 @@ class MuxStream:
             if exchange is not None:
                 exchange.cancel()
         elif kind is PauseReading:
-            self.conn.set_reading(HANDLER, False)
+            if not self.ended:  # after the end the connection owns its socket
+                self.conn.set_reading(HANDLER, False)
         elif kind is ResumeReading:
-            self.conn.set_reading(HANDLER, True)
+            if not self.ended:
+                self.conn.set_reading(HANDLER, True)
         elif kind is EndOuter:
             self._end(command.close)
 

@@ -405,6 +405,10 @@ class HttpExchange:
         pool.state.record_success(connection.server)
         if connection.parser.reusable and not self.sending and not self.pending_body:
             connection.used = True
+            if self.paused:
+                # Our backpressure must not outlive the exchange: the next
+                # request on this connection would wait for a read forever.
+                connection.transport.resume_reading()
             pool.release(connection)
         else:
             # A request body still being sent means the origin answered early;

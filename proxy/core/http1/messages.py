@@ -131,12 +131,15 @@ class ParseFailed:
 
     `head` is the head of the message that failed, when the failure came after
     its header section; `target` is its request target when at least that was
-    read completely.  Both let an error response still be correlated.
+    read completely.  They let an error response still be correlated.
     """
 
     error: ProxyError
     head: RequestHead | None = None
     target: bytes | None = None
+    #: The fields parsed before the failure, when `target` is set and `head`
+    #: is not (a mux stream still finds the Request-Id there).
+    headers: Headers = field(default_factory=list)
 
 
 #: A bare EndOfMessage with no trailers; shared because it is the common case.

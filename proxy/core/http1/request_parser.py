@@ -284,12 +284,25 @@ class RequestParser:
         self.failed = error
         head = self._head if self._in_message else None
         if head is not None:
-            target = head.target
+            self._events.append(ParseFailed(error, head, head.target))
         elif self._in_message and self._target and not any(m in self._error_reason for m in _REQUEST_LINE_ERRORS):
-            target = self._target  # the failure came after the request line
+            # The failure came after the request line.
+            self._events.append(ParseFailed(error, None, self._target, self._headers))
         else:
-            target = None
-        self._events.append(ParseFailed(error, head, target))
+            self._events.append(ParseFailed(error))
+
+    def unfinished(self) -> ParseFailed | None:
+        """What is known of a message cut off by the end of its stream (for
+        an error response), or None between messages."""
+        if not self._in_message:
+            return None
+        head = self._head
+        error = FramingError("the stream ended inside a request")
+        if head is not None:
+            return ParseFailed(error, head, head.target)
+        if self._headers:  # a field was complete, so the request line was
+            return ParseFailed(error, None, self._target, self._headers)
+        return ParseFailed(error)
 
     # --- httptools callbacks ------------------------------------------------------
 
@@ -435,8 +448,6 @@ class RequestParser:
             rejection = HeadTooLarge(
                 f"request head over {self.max_head_size} bytes or {self.max_header_count} fields"
             )
-            headers = []
-            host = None
         elif host_count > 1:
             # RFC 9112 §3.2: more than one Host field is a 400.
             rejection = RequestError("more than one Host field")

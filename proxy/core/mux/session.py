@@ -136,11 +136,18 @@ class InnerStream:
         "started",
     )
 
-    def __init__(self, stream_id: int, head: RequestHead | None, target: bytes | None, started: float) -> None:
+    def __init__(
+        self,
+        stream_id: int,
+        head: RequestHead | None,
+        target: bytes | None,
+        started: float,
+        request_id: bytes | None = None,
+    ) -> None:
         self.stream_id = stream_id
         self.head = head
         self.target = target
-        self.request_id = head.get(b"request-id") if head is not None else None
+        self.request_id = head.get(b"request-id") if head is not None else request_id
         self.method = head.method if head is not None else b""
         self.state = InnerState.RECEIVING
         self.route = ""
@@ -324,10 +331,12 @@ class MuxSession:
             self._make_ready(stream, self._buffered_message(stream))
             self._emit()
         elif state is InnerState.STREAM_WAITING:
-            # Everything is here after all: it leaves whole, with a length.
+            # Everything is here after all; it is still larger than a
+            # buffered response, so it leaves as an inner chunked message
+            # (docs/protocol.md §6), in one piece.
             stream.more = not final
             stream.complete = True
-            stream.message = self._buffered_message(stream)
+            stream.message = self._streamed_message(stream)
         self._update_reading()
 
     def response_failed(self, stream_id: int, error: ProxyError) -> None:
@@ -486,8 +495,11 @@ class MuxSession:
             else:
                 self._head_since = None
             if self._input_done and not self._input_abandoned and not self._unparsed and not self._compressed:
-                if not self._parser.is_idle or (self._inflater is not None and not self._inflater.eof):
-                    self._lose_framing(FramingError("the stream ended inside an inner request"))
+                unfinished = self._parser.unfinished()
+                if unfinished is not None:
+                    self._on_parse_failed(unfinished)
+                elif self._inflater is not None and not self._inflater.eof:
+                    self._lose_framing(FramingError("the gzip request body ended early"))
         finally:
             self._pumping = False
 
@@ -535,8 +547,8 @@ class MuxSession:
         elif isinstance(event, ParseFailed):
             self._on_parse_failed(event)
 
-    def _new_stream(self, head: RequestHead | None, target: bytes) -> InnerStream:
-        stream = InnerStream(self._next_id, head, target, self.clock())
+    def _new_stream(self, head: RequestHead | None, target: bytes | None, request_id: bytes | None = None) -> InnerStream:
+        stream = InnerStream(self._next_id, head, target, self.clock(), request_id)
         self._next_id += 1
         self.streams[stream.stream_id] = stream
         return stream
@@ -558,7 +570,9 @@ class MuxSession:
         if not path.startswith(b"/") and path != b"*":
             path = split_absolute_target(path)[1]  # the parser validated it
         mux_path = self.limits.path
-        if path.startswith(mux_path) and (len(path) == len(mux_path) or path[len(mux_path)] in b"/?"):
+        if path.startswith(mux_path) and (len(path) == len(mux_path) or path[len(mux_path)] == 0x3F):
+            # Exactly the endpoint (a query allowed), as outside a stream:
+            # paths below it are ordinary paths (docs/protocol.md §1).
             raise RequestDenied("an inner request cannot address the mux endpoint")
         if head.upgrade:
             raise RequestDenied("an inner request cannot upgrade the protocol")
@@ -626,15 +640,19 @@ class MuxSession:
         self.commands.append(ForwardRequest(stream.stream_id, stream.origin, stream.request))
 
     def _on_parse_failed(self, event: ParseFailed) -> None:
-        self._lose_framing(event.error, event.target)
+        request_id = None
+        for name, value in event.headers:
+            if len(name) == 10 and name.lower() == b"request-id":
+                request_id = value
+        self._lose_framing(event.error, event.target, request_id)
 
-    def _lose_framing(self, error: ProxyError, target: bytes | None = None) -> None:
+    def _lose_framing(self, error: ProxyError, target: bytes | None = None, request_id: bytes | None = None) -> None:
         """The next message boundary is unknown: answer the broken message
         (tagged when its target is known), stop reading, finish the rest."""
         stream = self._current
         self._current = None
         if stream is None:
-            stream = self._new_stream(None, target)
+            stream = self._new_stream(None, target, request_id)
         self._release_request_body(stream)
         self._make_ready(stream, self._error_message(stream, error))
         self._abandon_input()
@@ -659,6 +677,12 @@ class MuxSession:
         stream.body_bytes = len(body)
         framing = [(b"Content-Length", b"%d" % len(body))]
         return inner_response_head(head, stream.method, stream.tags, framing) + body
+
+    def _streamed_message(self, stream: InnerStream) -> bytes:
+        body = b"".join(stream.buffer)
+        stream.body_bytes = len(body)
+        head = inner_response_head(stream.response, stream.method, stream.tags, _CHUNKED)
+        return head + (chunk(body) if body else b"") + LAST_CHUNK
 
     def _error_message(self, stream: InnerStream, error: ProxyError) -> bytes:
         stream.status = error.status
@@ -758,6 +782,8 @@ class MuxSession:
             self.commands.append(EndOuter(close=self._input_abandoned))
 
     def _update_reading(self) -> None:
+        if self.ended:
+            return  # the connection decides once the stream is over
         wanted = (
             not self.ended
             and not self._input_abandoned
