@@ -10,9 +10,10 @@ Line format (space-separated, values never contain spaces):
 
     2026-11-23T14:02:03.123Z conn=12 mux GET /api/x route=route[2] origin=127.0.0.1:8081 status=200 bytes=512 ms=1.9 error=-
 
-`kind` is "mux" for an inner request, "stream" for a whole mux stream, and
-"http" for a plain request; `error` is the RFC 9209 error type when the proxy
-answered instead of an origin.
+`kind` is "mux" for an inner request, "stream" for a whole mux stream (its
+line comes when the stream ends; `bytes` is then the whole outer body), and
+"http" for a plain request; `bytes` counts response body bytes; `error` is
+the RFC 9209 error type when the proxy answered instead of an origin.
 """
 
 from __future__ import annotations

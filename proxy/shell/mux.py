@@ -96,7 +96,7 @@ class MuxStream:
         self.ended = False
         self.started = time.monotonic()
         self.encoder = BodyEncoder(chunked=head.version == b"1.1")
-        self.inner_requests = 0
+        self.bytes_out = 0  # outer body bytes (after gzip), for the access log
         self.session = MuxSession(
             limits=runtime.mux_limits,
             routes=runtime.routes,
@@ -179,7 +179,6 @@ class MuxStream:
     def _execute(self, command) -> None:
         kind = type(command)
         if kind is ForwardRequest:
-            self.inner_requests += 1
             stream_id = command.stream_id
             upstream = self.runtime.upstreams[command.origin]
             exchange = upstream.start(command.request, InnerSink(self, stream_id))
@@ -227,6 +226,7 @@ class MuxStream:
             return
         data = self.session.take_output()
         if data:
+            self.bytes_out += len(data)
             self.conn.write(self.encoder.encode(data))
 
     def _end(self, close: bool) -> None:
@@ -236,6 +236,7 @@ class MuxStream:
         conn = self.conn
         if not conn.closing:
             data = self.session.take_output()
+            self.bytes_out += len(data)
             conn.write(self.encoder.encode(data) + self.encoder.end())
         self.ended = True
         self._stop()
@@ -247,7 +248,7 @@ class MuxStream:
             "-",
             "-",
             200,
-            self.inner_requests,
+            self.bytes_out,
             time.monotonic() - self.started,
             "",
         )
