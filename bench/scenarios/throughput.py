@@ -1,0 +1,254 @@
+"""Scenario 1: throughput of small and medium responses through each proxy.
+
+Every configuration serves the same two files from the same nginx origin
+(100 B and 10 KiB), under closed-loop load at 1, 10 and 100 concurrent
+requests:
+* direct to the origin (a second, identical nginx on the server core):
+  the reference of every ratio, taken at the same concurrency and size;
+* nginx and HAProxy as HTTP/1.1 reverse proxies, muxproxy as a plain
+  HTTP/1.1 proxy: wrk with 1/10/100 connections;
+* nghttpx and HAProxy with an HTTP/2 front: h2load with one connection
+  carrying 1/10/100 streams, and 10 connections x 10 streams;
+* muxproxy's mux stream: the mux load client with one outer connection and
+  K = 1/10/100 inner requests in flight, and 10 outer connections x 10.
+The mux load client's ceiling is measured in the same rounds against the
+null mux server (bench/servers/nullmux.py) on the server core.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from bench import report
+from bench.measure import with_server_cpu
+from bench.peers import HAProxy, MuxProxy, Nghttpx, NginxOrigin, NginxProxy, NullMux
+from bench.plots import Panel, bar_panels
+from bench.runner import Case, Context, Plan, Results, Section, TargetRow
+
+SIZES = (("/100b", "100 B"), ("/10k", "10 KiB"))
+HTTP1_CONNECTIONS = (1, 10, 100)
+#: (connections, streams or inner requests in flight per connection)
+MULTIPLEXED = ((1, 1), (1, 10), (1, 100), (10, 10))
+CEILING_LOADS = ((1, 100), (10, 10))
+
+
+LEVELS = ["1", "10", "100", "10×10"]
+
+
+def _level(connections: int, per_connection: int) -> str:
+    """Concurrent requests as the plot's x axis shows them."""
+    return str(connections * per_connection) if connections == 1 else f"{connections}×{per_connection}"
+
+
+class Throughput:
+    number = 1
+    title = "Throughput"
+
+    def plan(self, ctx: Context) -> Plan:
+        server_core, load_core = ctx.placement.server_core, ctx.placement.load_core
+        origin = NginxOrigin("origin", ctx.run_dir, load_core)
+        direct = NginxOrigin("direct-origin", ctx.run_dir, server_core)
+        nginx = NginxProxy("nginx", ctx.run_dir, server_core, origin.port)
+        haproxy = HAProxy("haproxy", ctx.run_dir, server_core, origin.port)
+        nghttpx = Nghttpx("nghttpx", ctx.run_dir, server_core, origin.port)
+        mux = MuxProxy("muxproxy", ctx.run_dir, server_core, origin.port)
+        null = NullMux("nullmux", ctx.run_dir, server_core)
+        loads, seconds = ctx.loads, ctx.settings.duration
+        cases = []
+        for path, size in SIZES:
+            for connections in HTTP1_CONNECTIONS:
+                cases.append(
+                    Case(
+                        f"direct {size} {connections}",
+                        "direct to the origin",
+                        f"wrk -c{connections}",
+                        partial(with_server_cpu, ctx, direct, partial(loads.wrk, direct.port, path, connections, seconds)),
+                        group=size,
+                        level=str(connections),
+                    )
+                )
+            reference = {c: f"direct {size} {c}" for c in HTTP1_CONNECTIONS}
+            for label, server, port in (
+                ("nginx (HTTP/1.1 proxy)", nginx, nginx.port),
+                ("HAProxy (HTTP/1.1)", haproxy, haproxy.port),
+            ):
+                for connections in HTTP1_CONNECTIONS:
+                    cases.append(
+                        Case(
+                            f"{label} {size} {connections}",
+                            label,
+                            f"wrk -c{connections}",
+                            partial(with_server_cpu, ctx, server, partial(loads.wrk, port, path, connections, seconds)),
+                            reference[connections],
+                            size,
+                            str(connections),
+                        )
+                    )
+            cases.append(
+                Case(
+                    f"muxproxy (plain) {size} 100",
+                    "muxproxy (plain HTTP/1.1 proxy)",
+                    "wrk -c100",
+                    partial(with_server_cpu, ctx, mux, partial(loads.wrk, mux.port, path, 100, seconds)),
+                    reference[100],
+                    size,
+                    "100",
+                )
+            )
+            for label, server, port in (("nghttpx (h2c)", nghttpx, nghttpx.port), ("HAProxy (h2c)", haproxy, haproxy.h2_port)):
+                for connections, streams in MULTIPLEXED:
+                    load = partial(loads.h2load, port, path, connections=connections, streams=streams, duration=seconds)
+                    cases.append(
+                        Case(
+                            f"{label} {size} {connections}x{streams}",
+                            label,
+                            f"h2load -c{connections} -m{streams}",
+                            partial(with_server_cpu, ctx, server, load),
+                            reference[connections * streams],
+                            size,
+                            _level(connections, streams),
+                        )
+                    )
+            for connections, in_flight in MULTIPLEXED:
+                load = partial(
+                    loads.muxload, mux.port, path, connections=connections, in_flight=in_flight, duration=seconds
+                )
+                cases.append(
+                    Case(
+                        f"muxproxy {size} {connections}x{in_flight}",
+                        "muxproxy (mux stream)",
+                        f"mux C={connections} K={in_flight}",
+                        partial(with_server_cpu, ctx, mux, load),
+                        reference[connections * in_flight],
+                        size,
+                        _level(connections, in_flight),
+                    )
+                )
+        for connections, in_flight in CEILING_LOADS:
+            load = partial(loads.muxload, null.port, "/100b", connections=connections, in_flight=in_flight, duration=seconds)
+            cases.append(
+                Case(
+                    f"ceiling {connections}x{in_flight}",
+                    "mux load client → null mux server",
+                    f"mux C={connections} K={in_flight}",
+                    partial(with_server_cpu, ctx, null, load),
+                    group="ceiling",
+                )
+            )
+        return Plan([origin, direct, nginx, haproxy, nghttpx, mux, null], cases)
+
+    def report(self, results: Results, ctx: Context, out_dir: Path, stem: str) -> Section:
+        lines = [
+            f"## Scenario {self.number}: {self.title}",
+            "",
+            "Closed-loop load for "
+            f"{ctx.settings.duration:g} s per measurement (wrk: whole seconds).  Requests per second "
+            "(inner requests for the mux stream) and server CPU per request, median (min–max) over "
+            f"{ctx.settings.rounds} round(s).  **× direct**: throughput divided by direct-to-origin throughput "
+            "at the same number of concurrent requests and size, in the same round.  **CPU %**: the server's "
+            "CPU time over the elapsed time (100 % = one core saturated).  " + report.DISTURBANCE_NOTE,
+            "",
+        ]
+        panels = []
+        for _, size in SIZES:
+            rows = [self._row(results, key) for key, case in results.cases.items() if case.group == size]
+            lines += [f"### {size} responses", "", report.table(self._headers(), rows), ""]
+            panels.append(self._panel(results, size))
+        lines += [
+            "### Ceiling of the mux load client",
+            "",
+            "The mux load client against the null mux server (canned inner responses, "
+            "bench/servers/nullmux.py) on the server core.  **client CPU µs/req** is the load client's own "
+            "CPU time per inner request: 1,000,000 / that figure is the rate at which the client would "
+            "saturate its core.  When the null server's CPU % is near 100 while the client's is not, the "
+            "measured rate is the null server's limit and the client's true ceiling is higher; when neither "
+            "is, something else limited the run (see others %).",
+            "",
+        ]
+        rows = []
+        for connections, in_flight in CEILING_LOADS:
+            key = f"ceiling {connections}x{in_flight}"
+            client_us = results.spread(key, "client_cpu_us_per_req")
+            rows.append(
+                [
+                    results.cases[key].load,
+                    report.spread(results.spread(key, "rps")),
+                    report.percent(results.spread(key, "cpu_util")),
+                    report.spread(client_us, 1),
+                    report.percent(results.spread(key, "client_cpu_util")),
+                    report.number(1e6 / client_us.median) if client_us.count else "–",
+                    _disturbance(results, key),
+                    str(results.errors(key)),
+                ]
+            )
+        lines.append(
+            report.table(
+                ["load", "inner req/s", "null server CPU %", "client CPU µs/req", "client CPU %", "client saturates at (req/s)", "others %", "errors"],
+                rows,
+            )
+        )
+        plot = bar_panels(out_dir / f"{stem}-scenario1.png", "Scenario 1: throughput, × direct to origin", panels)
+        return Section("\n".join(lines), [plot], self._targets(results))
+
+    @staticmethod
+    def _headers() -> list[str]:
+        return ["configuration", "load", "req/s", "× direct", "server CPU µs/req", "CPU %", "others %", "p50 µs", "p99 µs", "errors"]
+
+    @staticmethod
+    def _row(results: Results, key: str) -> list[str]:
+        case = results.cases[key]
+        return [
+            case.label,
+            case.load,
+            report.spread(results.spread(key, "rps")),
+            report.ratio(results.ratio(key, "rps")) if case.reference else "1 (reference)",
+            report.spread(results.spread(key, "cpu_us_per_req"), 1),
+            report.percent(results.spread(key, "cpu_util")),
+            _disturbance(results, key),
+            report.spread(results.spread(key, "p50_us")),
+            report.spread(results.spread(key, "p99_us")),
+            str(results.errors(key)),
+        ]
+
+    @staticmethod
+    def _panel(results: Results, size: str) -> Panel:
+        series: dict[str, list] = {}
+        for key, case in results.cases.items():
+            if case.group == size and case.reference:
+                values = series.setdefault(case.label, [None] * len(LEVELS))
+                values[LEVELS.index(case.level)] = results.ratio(key, "rps")
+        return Panel(f"{size} responses", "throughput ÷ direct to origin", [f"{level} concurrent" for level in LEVELS], series, 1.0)
+
+    @staticmethod
+    def _targets(results: Results) -> list[TargetRow]:
+        mux = "muxproxy 100 B 1x100"
+        h2 = "nghttpx (h2c) 100 B 1x100"
+        nginx = "nginx (HTTP/1.1 proxy) 100 B 100"
+        vs_h2 = results.ratio(mux, "rps", h2)
+        vs_nginx = results.ratio(mux, "rps", nginx)
+        cpu = results.spread(mux, "cpu_us_per_req")
+        return [
+            TargetRow(
+                "S1, 100 B, K=100 on one connection: muxproxy inner req/s ≥ 1.0× nghttpx (1 connection × 100 streams)",
+                f"{report.ratio(vs_h2)} ({report.spread(results.spread(mux, 'rps'))} vs {report.spread(results.spread(h2, 'rps'))} req/s)",
+                vs_h2.median >= 1.0,
+            ),
+            TargetRow(
+                "S1, 100 B: muxproxy K=100 on one connection ≥ 1.4× nginx (tuned HTTP/1.1 proxy, 100 connections)",
+                f"{report.ratio(vs_nginx)} ({report.spread(results.spread(nginx, 'rps'))} req/s for nginx)",
+                vs_nginx.median >= 1.4,
+            ),
+            TargetRow(
+                "S1, 100 B, K=100: muxproxy server CPU ≤ 16 µs per inner request",
+                f"{report.spread(cpu, 1)} µs",
+                cpu.median <= 16,
+            ),
+        ]
+
+
+def _disturbance(results: Results, key: str) -> str:
+    return report.disturbance(results.spread(key, "others_server_core"), results.spread(key, "others_load_core"))
+
+
+SCENARIO = Throughput()
