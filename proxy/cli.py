@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -67,11 +68,28 @@ def check(argv: list[str]) -> int:
     return 0
 
 
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheaper for a proxy's allocation pattern.
+
+    Every request allocates a few dozen short-lived containers, so with the
+    default gen-0 threshold (700) a collection runs every few dozen requests
+    and traverses objects that would have died a moment later anyway.  A
+    threshold of 10,000 lets most of them die first: measured with callgrind,
+    GC work per inner request fell from about 7,000 instructions to about
+    1,000, for collections of about half a millisecond.  freeze() moves what
+    start-up built (modules, config, compiled routes) out of every future
+    collection.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 async def serve(config: Config) -> None:
     from proxy.shell.server import ProxyServer
 
     server = ProxyServer(config)
     await server.start()
+    tune_gc()
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from proxy.core.http1.fields import HOP_BY_HOP, http_date, proxy_status
-from proxy.core.http1.messages import FRAMING_LENGTH, Headers, RequestHead, ResponseHead
+from proxy.core.http1.messages import FRAMING_LENGTH, FRAMING_NONE, Headers, RequestHead, ResponseHead
 from proxy.core.http1.serialize import reason_phrase, response_head
 from proxy.core.routing import Timeouts
 from proxy.errors import ProxyError
@@ -192,6 +192,25 @@ def _head_length(head: ResponseHead) -> Headers:
             return []
     length = head.get(b"content-length")
     return [] if length is None else [(b"Content-Length", length)]
+
+
+def inner_message(head: ResponseHead, request_method: bytes, target: bytes, request_id: bytes | None, body: bytes) -> bytes:
+    """A complete buffered inner response: head (as inner_response_head,
+    with Content-Length) and body, serialised in one join (the hot path of a
+    mux stream: one call per inner response)."""
+    if head.has_correlation or request_method == b"HEAD" or head.framing == FRAMING_NONE:
+        tags = [(b"Content-Location", target)]
+        if request_id is not None:
+            tags.append((b"Request-Id", request_id))
+        framing = [(b"Content-Length", b"%d" % len(body))] if head.framing != FRAMING_NONE else []
+        return inner_response_head(head, request_method, tags, framing) + (body if head.framing != FRAMING_NONE else b"")
+    parts = [b"HTTP/1.1 %d " % head.status, head.reason or reason_phrase(head.status), b"\r\nContent-Location: ", target]
+    if request_id is not None:
+        parts += (b"\r\nRequest-Id: ", request_id)
+    for name, value in head.fields:
+        parts += (b"\r\n", name, b": ", value)
+    parts += (b"\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+    return b"".join(parts)
 
 
 def inner_response_head(head: ResponseHead, request_method: bytes, tags: Headers, framing: Headers) -> bytes:

@@ -42,13 +42,14 @@ class Checkout:
 
 
 class ServerState:
-    __slots__ = ("host", "port", "authority", "fails", "first_fail_at", "down_until", "idle")
+    __slots__ = ("host", "port", "authority", "label", "fails", "first_fail_at", "down_until", "idle")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
         shown = f"[{host}]" if ":" in host else host
-        self.authority = f"{shown}:{port}".encode("ascii")
+        self.label = f"{shown}:{port}"  # for logs, made once
+        self.authority = self.label.encode("ascii")
         self.fails = 0
         self.first_fail_at = 0.0
         self.down_until = 0.0
@@ -104,6 +105,8 @@ class PoolState:
     def choose_server(self, now: float) -> ServerState:
         servers = self.servers
         count = len(servers)
+        if count == 1:
+            return servers[0]  # down or not, it is the only one to try
         for _ in range(count):
             server = servers[self._next % count]
             self._next += 1

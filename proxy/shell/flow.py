@@ -5,6 +5,7 @@ reason holds, so one reason ending never resumes reading that another still
 needs (the bug uvicorn's flow control guards against with one flag).
 """
 
-PIPELINE = "pipeline"  # a pipelined request waits for the current response
-HANDLER = "handler"  # the handler's own backpressure (mux in-flight/buffer marks)
-ORIGIN = "origin"  # the origin's socket is full (streamed request body)
+# Bits of one int (a set would cost 216 bytes per idle connection).
+PIPELINE = 1  # a pipelined request waits for the current response
+HANDLER = 2  # the handler's own backpressure (mux in-flight/buffer marks)
+ORIGIN = 4  # the origin's socket is full (streamed request body)

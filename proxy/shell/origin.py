@@ -31,7 +31,7 @@ import logging
 from proxy.core.forwarding import OutboundRequest
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, ResponseHead
 from proxy.core.http1.response_parser import ResponseParser
-from proxy.core.http1.serialize import BodyEncoder, request_head
+from proxy.core.http1.serialize import BodyEncoder
 from proxy.core.pool import CONNECT, REUSE, WAIT, PoolState, ServerState
 from proxy.errors import (
     OriginClosed,
@@ -204,7 +204,7 @@ class HttpExchange:
         self.connection: OriginConnection | None = None
         self.state = ExchangeState.NEW
         self.retried = False
-        self.tried: set[int] = set()  # id() of servers a connect was tried on
+        self.tried: set[int] | None = None  # id() of servers a connect was tried on
         self.timer: asyncio.TimerHandle | None = None
         self.started = pool.loop.time()
         self.paused = False
@@ -292,20 +292,31 @@ class HttpExchange:
         self.state = ExchangeState.ATTACHED
         self.connection = connection
         connection.exchange = self
-        self.server = connection.server.authority.decode("ascii")
+        self.server = connection.server.label
         request = self.request
         connection.parser.start(request.method)
-        headers = [(b"Host", request.host if request.host is not None else connection.server.authority)]
-        headers += request.headers
+        # Serialised here in one join rather than through a header list:
+        # this runs for every request (serialize.request_head is the same).
+        parts = [
+            request.method,
+            b" ",
+            request.target,
+            b" HTTP/1.1\r\nHost: ",
+            request.host if request.host is not None else connection.server.authority,
+        ]
+        for name, value in request.headers:
+            parts += (b"\r\n", name, b": ", value)
         body = request.body
         if body is not None:
-            headers.append((b"Content-Length", b"%d" % len(body)))
+            parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
         elif request.streams_body:
             if request.content_length >= 0:
-                headers.append((b"Content-Length", b"%d" % request.content_length))
+                parts.append(b"\r\nContent-Length: %d\r\n\r\n" % request.content_length)
             else:
-                headers.append((b"Transfer-Encoding", b"chunked"))
-        head = request_head(request.method, request.target, headers)
+                parts.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        else:
+            parts.append(b"\r\n\r\n")
+        head = b"".join(parts)
         transport = connection.transport
         if body:
             if len(body) < 16384:
@@ -381,6 +392,18 @@ class HttpExchange:
 
     def on_events(self, events: list) -> None:
         sink = self.sink
+        if (
+            len(events) <= 3
+            and type(events[-1]) is EndOfMessage
+            and type(events[0]) is ResponseHead
+            and (len(events) == 2 or type(events[1]) is Body)
+        ):
+            # The whole response in one read, the common case for small
+            # responses: one sink call instead of three.
+            self.head_seen = True
+            self._finish()
+            sink.on_response_complete(events[0], events[1].data if len(events) == 3 else b"")
+            return
         for event in events:
             if self.state is not ExchangeState.ATTACHED:
                 return  # cancelled by the sink meanwhile
@@ -396,13 +419,20 @@ class HttpExchange:
                 self.fail(event.error)
 
     def _complete(self) -> None:
+        self._finish()
+        self.sink.on_response_end()
+
+    def _finish(self) -> None:
+        """The response ended where its framing said: give the connection back."""
         connection = self.connection
         self.state = ExchangeState.DONE
         self.pool.sweep.discard(self)
         connection.exchange = None
         self.connection = None
         pool = self.pool
-        pool.state.record_success(connection.server)
+        server = connection.server
+        if server.fails:
+            pool.state.record_success(server)
         if connection.parser.reusable and not self.sending and not self.pending_body:
             connection.used = True
             if self.paused:
@@ -414,7 +444,6 @@ class HttpExchange:
             # A request body still being sent means the origin answered early;
             # the connection's position in the request is unknown to it.
             pool.discard(connection)
-        self.sink.on_response_end()
 
     def fail(self, error: ProxyError) -> None:
         """The exchange failed on its connection (or before getting one)."""
@@ -520,14 +549,17 @@ class OriginPool:
             return
         state = self.state
         decision = state.checkout(self.loop.time(), fresh=fresh)
-        for expired in state.take_expired():
-            self._close_idle(expired)
+        if state.expired:
+            for expired in state.take_expired():
+                self._close_idle(expired)
         action = decision.action
         if action is REUSE:
             decision.connection.slot = Slot.ACTIVE
             exchange.attach(decision.connection)
         elif action is CONNECT:
             exchange.state = ExchangeState.CONNECTING
+            if exchange.tried is None:
+                exchange.tried = set()
             exchange.tried.add(id(decision.server))
             task = self.loop.create_task(self._connect(decision.server, exchange))
             self._connect_tasks.add(task)

@@ -238,6 +238,12 @@ class PlainRequest:
         self.conn.write(self.encoder.end())
         self._done()
 
+    def on_response_complete(self, head: ResponseHead, body: bytes) -> None:
+        self.on_response_head(head)
+        if body:
+            self.on_response_data(body)
+        self.on_response_end()
+
     def on_response_error(self, error: ProxyError) -> None:
         if self.responded:
             # Too late for a status: cut the connection so the client sees a

@@ -21,6 +21,7 @@ from proxy.shell.accesslog import AccessLog
 from proxy.shell.client import ClientConnection
 from proxy.shell.files import FileOrigin
 from proxy.shell.origin import OriginPool
+from proxy.shell.timers import TimerWheel
 
 log = logging.getLogger("muxproxy")
 
@@ -28,6 +29,8 @@ log = logging.getLogger("muxproxy")
 #: (every client reconnects at once); 4096 is nginx's default on Linux since
 #: 1.21 (net.core.somaxconn caps it anyway).
 LISTEN_BACKLOG = 4096
+
+_NO_FIELDS: dict[bytes, bytes] = {}
 
 
 class Runtime:
@@ -75,6 +78,8 @@ class Runtime:
         lacking them inherit; repeated fields are combined (RFC 9110 §5.3)."""
         inherit = self._inherit
         fields: dict[bytes, bytes] = {}
+        if not any(name.lower() in inherit for name, _ in outer.headers):
+            return _NO_FIELDS  # shared and never written to: saves a dict per stream
         for name, value in outer.headers:
             low = name.lower()
             if low in inherit:
@@ -96,12 +101,14 @@ class ProxyServer:
         self.connections: set[ClientConnection] = set()
         self.listeners: list[asyncio.base_events.Server] = []
         self.draining = False
+        self.wheel: TimerWheel | None = None
 
     def __repr__(self) -> str:
         return f"<ProxyServer {self.addresses} {len(self.connections)} connections>"
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.wheel = TimerWheel(self.loop)
         self.access_log = AccessLog(self.config.log.access)
         self.runtime = Runtime(self.config, self.access_log)
         try:
@@ -145,6 +152,8 @@ class ProxyServer:
             await self.runtime.close()
         if self.access_log is not None:
             self.access_log.close()
+        if self.wheel is not None:
+            self.wheel.close()
 
     def pool_counters(self) -> dict[str, dict[str, int]]:
         """Per-origin pool counters (active, idle, connecting, queued)."""

@@ -12,7 +12,8 @@ inner message (see bench/); the callbacks run on the event loop thread only.
 
 Contract for a sink, in order: at most one `on_response_head`, then any
 number of `on_response_data`, then exactly one of `on_response_end` or
-`on_response_error`.  `on_response_error` may come before the head (nothing
+`on_response_error`; or, instead of all of these, one `on_response_complete`
+(a whole response that arrived in one piece).  `on_response_error` may come before the head (nothing
 was received: the caller answers with the error's status) or after it (the
 response broke off).  After `Exchange.cancel()` the sink is never called again.
 """
@@ -34,6 +35,11 @@ class ResponseSink(Protocol):
     def on_response_end(self) -> None: ...
 
     def on_response_error(self, error: ProxyError) -> None: ...
+
+    def on_response_complete(self, head: ResponseHead, body: bytes) -> None:
+        """A whole response at once: the same as on_response_head(head),
+        on_response_data(body) if body, then on_response_end().  An upstream
+        may use it when one read held the whole response."""
 
     # Flow control of a streamed request body: the origin's socket is full /
     # has drained.  Only called for requests with `streams_body`.

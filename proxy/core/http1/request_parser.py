@@ -66,6 +66,8 @@ HEAD_DISCARD_FACTOR = 4
 #: padding, never the canonical size, can make it the deciding check.
 HEAD_GUARD_FACTOR = 8
 
+_NO_EVENTS: list = []  # shared and never appended to (callbacks run inside feed only)
+
 # llhttp error reasons that come from the request line itself: the target
 # read so far may be partial or wrong, so an error response is not tagged.
 _REQUEST_LINE_ERRORS = ("url", "method", "HTTP/", "version", "start line")
@@ -95,7 +97,8 @@ class UnsupportedMethod(FramingError):
     status = 501
 
 
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+#: RFC 9110 §9.2.2 idempotent methods.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
 # pct-encoded must be "%" HEXDIG HEXDIG (RFC 3986 §2.1); a stray "%" is read
 # differently by different origin decoders.
@@ -105,7 +108,7 @@ _ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
 
 def is_idempotent(method: bytes) -> bool:
     """RFC 9110 §9.2.2 idempotent methods."""
-    return method in _IDEMPOTENT
+    return method in IDEMPOTENT_METHODS
 
 
 def target_problem(target: bytes) -> str | None:
@@ -117,18 +120,21 @@ def target_problem(target: bytes) -> str | None:
     are refused outright, raw or percent-encoded: the route is chosen on the
     path as received, and an origin that resolves "/a/../b" would serve a
     path that no route check ever saw (RFC 3986 §5.2.4 is a client duty).
-    Every test is a substring search first (this runs for every request).
+    Every test is a substring search first (this runs for every request),
+    written with find(): `sub in some_bytes` first tries to read `sub` as an
+    integer and raises and clears a TypeError internally, which costs twice
+    as much as the search itself (CPython 3.11, measured).
     """
-    if b"#" in target or b"\\" in target:
+    if target.find(b"#") >= 0 or target.find(b"\\") >= 0:
         return "fragment or backslash in request target"
     query = target.find(b"?")
     path = target if query < 0 else target[:query]
-    if b"%" in target:
+    if target.find(b"%") >= 0:
         if _BAD_PERCENT.search(target):
             return "malformed percent-encoding in request target"
-        if b"%2" in path:
+        if path.find(b"%2") >= 0:
             path = _ENCODED_DOT.sub(b".", path)
-    if b"/." in path:
+    if path.find(b"/.") >= 0:
         for segment in path.split(b"/"):
             if segment == b"." or segment == b"..":
                 return "dot segment in request target"
@@ -163,7 +169,36 @@ class RequestParser:
     stream, which inherit the outer request's Host.
     """
 
-    def __init__(self, *, max_head_size: int, max_header_count: int, require_host: bool) -> None:
+    __slots__ = (
+        "max_head_size",
+        "max_header_count",
+        "require_host",
+        "_parser",
+        "_events",
+        "failed",
+        "_in_message",
+        "_in_head",
+        "_target",
+        "_headers",
+        "_head",
+        "_feed_length",
+        "_error_reason",
+        "_progress",
+        "_head_seen",
+        "_head_run",
+        "_framing_run",
+        "keep_head",
+        "__weakref__",
+    )
+
+    def __init__(
+        self, *, max_head_size: int, max_header_count: int, require_host: bool, keep_head: bool = True
+    ) -> None:
+        #: Keep the head of the message being parsed until its end, so that a
+        #: failure in its body carries it (ParseFailed.head).  A client
+        #: connection does not use it, and its one message may be a mux stream
+        #: open for hours: it passes False and holds no head.
+        self.keep_head = keep_head
         self.max_head_size = max_head_size
         self.max_header_count = max_header_count
         self.require_host = require_host
@@ -172,7 +207,7 @@ class RequestParser:
         # (a mux stream ignores them); without this llhttp refuses any byte
         # after such a request instead of letting us decide.
         self._parser.set_dangerous_leniencies(lenient_keep_alive=True)
-        self._events: list = []
+        self._events: list = _NO_EVENTS
         self.failed: ProxyError | None = None
         # State of the message being parsed.
         self._in_message = False
@@ -180,7 +215,6 @@ class RequestParser:
         self._target = b""
         self._headers: Headers = []
         self._head: RequestHead | None = None
-        self._last_head: RequestHead | None = None
         # Feed-level accounting (see the module note).
         self._feed_length = 0
         self._error_reason = ""
@@ -216,6 +250,9 @@ class RequestParser:
             self._fail(error)
         if self.failed is None and self._in_message:
             self._account(len(data), head_before, progress == self._progress and not events)
+        # Callbacks only run inside feed(): let go of the events, so that a
+        # long-lived parser does not keep its last message alive.
+        self._events = _NO_EVENTS
         return events
 
     def _feed(self, data: bytes) -> None:
@@ -330,7 +367,6 @@ class RequestParser:
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head = head = self._build_head()
-        self._last_head = head
         # Refused here, before llhttp completes the message, so that the
         # failure carries the head (an error response can be correlated).
         if head.method == b"CONNECT":
@@ -341,6 +377,8 @@ class RequestParser:
             # next request would be request smuggling.  We never upgrade.
             raise FramingError("a request with Upgrade must not carry a body")
         self._headers = []  # trailers, if any
+        if not self.keep_head:
+            self._head = None
         self._events.append(head)
 
     def on_chunk_header(self) -> None:
@@ -387,6 +425,7 @@ class RequestParser:
         connection = None
         expect = None
         upgrade = False
+        request_id = None
         for name, value in headers:
             # Dispatch on length first: most fields match none of these.
             length = len(name)
@@ -402,8 +441,11 @@ class RequestParser:
                 if name.lower() == b"transfer-encoding":
                     transfer_encoding = value
             elif length == 10:
-                if name.lower() == b"connection":
+                low = name.lower()
+                if low == b"connection":
                     connection = value if connection is None else connection + b"," + value
+                elif low == b"request-id":
+                    request_id = value
             elif length == 6:
                 if name.lower() == b"expect":
                     expect = value
@@ -493,4 +535,5 @@ class RequestParser:
             host,
             rejection,
             upgrade,
+            request_id,
         )

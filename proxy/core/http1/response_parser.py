@@ -82,6 +82,28 @@ class _HeadCollector:
 
 
 class ResponseParser:
+    __slots__ = (
+        "_events",
+        "_feed_length",
+        "_head",
+        "_head_buffer",
+        "_head_run",
+        "_head_tail",
+        "_headers",
+        "_interim",
+        "_interim_seen",
+        "_is_head_request",
+        "_parser",
+        "_read_body",
+        "_reason",
+        "bytes_received",
+        "max_head_size",
+        "max_header_count",
+        "reusable",
+        "state",
+        "__weakref__",
+    )
+
     def __init__(self, *, max_head_size: int, max_header_count: int) -> None:
         self.max_head_size = max_head_size
         self.max_header_count = max_header_count
@@ -93,7 +115,6 @@ class ResponseParser:
         self._head: ResponseHead | None = None
         self._reason = b""
         self._headers: Headers = []
-        self._head_bytes = 0
         self._interim = False
         self._head_buffer = b""
         self._head_run = 0
@@ -117,18 +138,16 @@ class ResponseParser:
         self.state = AWAITING_HEAD
         self._is_head_request = method == b"HEAD"
         self._head = None
-        self._interim = False
-        self._head_buffer = b""
         self._head_run = 0
-        self._head_tail = b""
         self._interim_seen = False
         self.bytes_received = 0
-        self._begin_head()
+        # _interim and _head_buffer are reset where they are consumed,
+        # _head_tail is read only once _head_run shows this exchange wrote
+        # it, and on_message_begin resets the head's own fields.
 
     def _begin_head(self) -> None:
         self._reason = b""
         self._headers = []
-        self._head_bytes = 0
 
     # --- input ------------------------------------------------------------------
 
@@ -150,7 +169,7 @@ class ResponseParser:
         head_before = self.state != AWAITING_HEAD
         # The last bytes of a head still arriving: its terminating empty line
         # may straddle two reads.
-        tail = b"" if head_before else self._head_tail
+        tail = self._head_tail if (not head_before and self._head_run) else b""
         self._read_body = 0
         try:
             self._parser.feed_data(data)
@@ -263,7 +282,8 @@ class ResponseParser:
     def on_message_begin(self) -> None:
         if self.state != AWAITING_HEAD:
             raise OriginProtocolError("bytes after the end of the response")
-        self._begin_head()
+        self._reason = b""
+        self._headers = []
 
     def on_status(self, reason: bytes) -> None:
         self._reason = self._reason + reason if self._reason else reason
@@ -341,15 +361,19 @@ class ResponseParser:
         # Trailing whitespace that llhttp leaves in a value is passed on as
         # received: it is not part of the value (RFC 9110 §5.5), and every
         # framing field below is stripped where it is read.
-        for name, value in headers:
-            if len(name) in _SPECIAL_LENGTHS:
+        append = fields.append
+        special = _SPECIAL_LENGTHS
+        for item in headers:
+            name = item[0]
+            if len(name) in special:
                 low = name.lower()
                 if low in HOP_BY_HOP:
+                    value = item[1]
                     if low == b"content-length":
                         content_length = int(value)  # llhttp checked: digits, once
                         if keeps_length:
                             # HEAD/304: the representation's length, not framing (RFC 9110 §8.6).
-                            fields.append((name, value))
+                            append(item)
                     elif low == b"transfer-encoding":
                         transfer_encoding = value
                     elif low == b"connection":
@@ -357,7 +381,7 @@ class ResponseParser:
                     continue
                 if low in _CORRELATION:
                     correlation = True
-            fields.append((name, value))
+            append(item)
 
         if no_body:
             framing = FRAMING_NONE
@@ -374,7 +398,9 @@ class ResponseParser:
         else:
             framing = FRAMING_CLOSE
 
-        if connection is not None:
+        if connection is not None and connection.lower() == b"keep-alive":
+            keep_alive = True  # the common case, without the token set below
+        elif connection is not None:
             tokens = {t.strip().lower() for t in connection.split(b",")}
             # RFC 9112 §9.3: "close" wins; HTTP/1.0 persists only if asked to.
             keep_alive = b"close" not in tokens and (version_bytes == b"1.1" or b"keep-alive" in tokens)

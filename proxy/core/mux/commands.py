@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from proxy.core.forwarding import OutboundRequest
 
 
-@dataclass(frozen=True, slots=True)
+# ForwardRequest and InnerCompleted are made once per inner request: they are
+# not frozen, because a frozen dataclass costs three times as much to create
+# (measured 0.7 us against 0.2 us).  Treat them as immutable all the same.
+
+
+@dataclass(slots=True)
 class ForwardRequest:
     stream_id: int
     origin: str
@@ -59,7 +64,7 @@ class EndOuter:
     close: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InnerCompleted:
     """One inner request got its final answer; the shell writes the access log."""
 

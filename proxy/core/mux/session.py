@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import zlib
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,6 +36,7 @@ from proxy.core.forwarding import (
     ClientInfo,
     OutboundRequest,
     error_response,
+    inner_message,
     inner_response_head,
     request_headers,
 )
@@ -50,7 +50,7 @@ from proxy.core.http1.messages import (
     RequestHead,
     ResponseHead,
 )
-from proxy.core.http1.request_parser import RequestParser, is_idempotent, split_absolute_target
+from proxy.core.http1.request_parser import IDEMPOTENT_METHODS, RequestParser, split_absolute_target
 from proxy.core.http1.serialize import CRLF, LAST_CHUNK, chunk, last_chunk
 from proxy.core.mux.commands import (
     PAUSE_READING,
@@ -72,6 +72,7 @@ from proxy.errors import BodyTooLarge, FramingError, HeadTimeout, NoRoute, Proxy
 FEED_SLICE = 2048
 
 _CHUNKED = [(b"Transfer-Encoding", b"chunked")]
+_NOTHING = memoryview(b"")  # shared: a memoryview costs 184 bytes per session
 
 #: Decompressed bytes produced from a gzip-coded outer body at a time, so a
 #: small compressed body can never expand into memory all at once.
@@ -147,7 +148,7 @@ class InnerStream:
         self.stream_id = stream_id
         self.head = head
         self.target = target
-        self.request_id = head.get(b"request-id") if head is not None else request_id
+        self.request_id = head.request_id if head is not None else request_id
         self.method = head.method if head is not None else b""
         self.state = InnerState.RECEIVING
         self.route = ""
@@ -184,6 +185,47 @@ class InnerStream:
 
 
 class MuxSession:
+    # Slots: a session lives as long as its stream, possibly for hours and
+    # mostly idle; a per-instance dict would triple its size.
+    __slots__ = (
+        "_buffered_response_bytes",
+        "_committed",
+        "_compressed",
+        "_current",
+        "_deflater",
+        "_dispatched",
+        "_head_since",
+        "_held_request_bytes",
+        "_inflater",
+        "_input_abandoned",
+        "_input_done",
+        "_next_id",
+        "_out",
+        "_outer_writable",
+        "_parser",
+        "_paused_origins",
+        "_pending",
+        "_pumping",
+        "_reading",
+        "_ready",
+        "_unparsed",
+        "client",
+        "clock",
+        "commands",
+        "ended",
+        "gzip_response",
+        "inherited",
+        "last_input_at",
+        "last_output_at",
+        "limits",
+        "next_check",
+        "outer_host",
+        "peak_in_flight",
+        "proxy_name",
+        "routes",
+        "streams",
+    )
+
     def __init__(
         self,
         *,
@@ -206,26 +248,30 @@ class MuxSession:
         self.clock = clock
         self.commands: list = []
         self.streams: dict[int, InnerStream] = {}
-        self._parser = RequestParser(
-            max_head_size=limits.max_head_size,
-            max_header_count=limits.max_header_count,
-            require_host=False,
-        )
+        # The inner parser exists only while there is inner input to parse:
+        # an idle stream (between messages, nothing buffered) drops it at its
+        # next timer tick, and it is made again when bytes arrive.  About a
+        # kilobyte per idle stream (httptools keeps a bound method per
+        # callback), for about two microseconds per re-creation.
+        self._parser: RequestParser | None = None
         self._next_id = 1
         self._current: InnerStream | None = None  # stream whose body is arriving
-        self._pending: deque[InnerStream] = deque()  # QUEUED streams
-        self._ready: deque[InnerStream] = deque()  # READY / STREAM_WAITING, completion order
+        # Lists, not deques: an empty deque allocates a 64-slot block at
+        # once, and these are short (at most max_in_flight plus one slice).
+        # Empty tuples until used: an idle stream should not pay for lists.
+        self._pending: list[InnerStream] | tuple = ()  # QUEUED streams
+        self._ready: list[InnerStream] | tuple = ()  # READY / STREAM_WAITING, completion order
         self._committed: InnerStream | None = None  # the STREAMING one
         self._dispatched = 0
         self._held_request_bytes = 0
         self._buffered_response_bytes = 0
-        self._paused_origins: set[int] = set()
+        self._paused_origins: dict[int, bool] = {}  # a dict: 64 bytes empty, a set 216
         self._out: list[bytes] = []
         self.gzip_response = gzip_response
         self._deflater = zlib.compressobj(limits.gzip_level, zlib.DEFLATED, 31) if gzip_response else None
         self._inflater = zlib.decompressobj(31) if gzip_request else None
         self._compressed = b""
-        self._unparsed: memoryview = memoryview(b"")
+        self._unparsed: memoryview = _NOTHING
         self._pumping = False
         self._reading = True
         self._outer_writable = True
@@ -302,19 +348,21 @@ class MuxSession:
             return
         if state is not InnerState.BUFFERING and state is not InnerState.STREAM_WAITING:
             return
+        size = len(data)
         stream.buffer.append(data)
-        stream.buffered += len(data)
-        self._buffered_response_bytes += len(data)
+        stream.buffered += size
+        self._buffered_response_bytes += size
         if state is InnerState.BUFFERING and (
             stream.buffered > self.limits.max_buffered_response
             or self._buffered_response_bytes > self.limits.max_stream_buffer
         ):
             stream.state = InnerState.STREAM_WAITING
-            self._ready.append(stream)
+            self._queue_ready(stream)
             self._emit()
         if stream.state is InnerState.STREAM_WAITING:
             self._pause_origin(stream)
-        self._update_reading()
+        if self._reading and self._buffered_response_bytes >= self.limits.max_stream_buffer:
+            self._update_reading()
 
     def response_ended(self, stream_id: int, *, final: bool = True) -> None:
         stream = self.streams.get(stream_id)
@@ -327,9 +375,19 @@ class MuxSession:
             self._response_left(stream, final)
             self._emit()
         elif state is InnerState.BUFFERING:
-            stream.more = not final
-            self._make_ready(stream, self._buffered_message(stream))
-            self._emit()
+            message = self._buffered_message(stream)
+            if self._committed is None and not self._ready and self._outer_writable:
+                # The common case, kept short: the outer stream is free and
+                # nothing waits, so the message leaves at once.
+                self._out.append(message)
+                self._buffered_response_bytes -= stream.buffered
+                stream.buffered = 0
+                stream.buffer = []
+                self._response_left(stream, final)
+            else:
+                stream.more = not final
+                self._make_ready(stream, message)
+                self._emit()
         elif state is InnerState.STREAM_WAITING:
             # Everything is here after all; it is still larger than a
             # buffered response, so it leaves as an inner chunked message
@@ -337,7 +395,36 @@ class MuxSession:
             stream.more = not final
             stream.complete = True
             stream.message = self._streamed_message(stream)
-        self._update_reading()
+        if not self._reading:
+            self._update_reading()
+
+    def response_complete(self, stream_id: int, head: ResponseHead, body: bytes) -> None:
+        """A whole response at once (same as started + data + ended)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.state is not InnerState.FORWARDED:
+            return
+        size = len(body)
+        if size > self.limits.max_buffered_response:
+            self.response_started(stream_id, head)
+            self.response_data(stream_id, body)
+            self.response_ended(stream_id)
+            return
+        stream.response = head
+        stream.status = head.status
+        if stream.held:
+            self._release_request_body(stream)
+        stream.body_bytes = size
+        message = inner_message(head, stream.method, stream.target, stream.request_id, body)
+        if self._committed is None and not self._ready and self._outer_writable:
+            self._out.append(message)
+            self._response_left(stream, True)
+        else:
+            stream.buffered = size
+            self._buffered_response_bytes += size
+            self._make_ready(stream, message)
+            self._emit()
+        if not self._reading:
+            self._update_reading()
 
     def response_failed(self, stream_id: int, error: ProxyError) -> None:
         stream = self.streams.get(stream_id)
@@ -401,8 +488,8 @@ class MuxSession:
             stream.state = InnerState.DONE
         self.streams.clear()
         self._current = None
-        self._pending.clear()
-        self._ready.clear()
+        self._pending = ()
+        self._ready = ()
         self._committed = None
         self._out.clear()
         self.ended = True
@@ -414,6 +501,9 @@ class MuxSession:
         now = self.clock()
         limits = self.limits
         delays = []
+        parser = self._parser
+        if parser is not None and parser.is_idle and not self._unparsed and not self._compressed:
+            self._parser = None  # nothing of a next message yet (see __init__)
         if limits.heartbeat > 0:
             due = self.last_output_at + limits.heartbeat
             if now >= due and self._committed is None and not self._out:
@@ -474,28 +564,53 @@ class MuxSession:
 
     # --- inner request side -------------------------------------------------------
 
+    def _new_parser(self) -> RequestParser:
+        limits = self.limits
+        return RequestParser(
+            max_head_size=limits.max_head_size, max_header_count=limits.max_header_count, require_host=False
+        )
+
     def _pump(self) -> None:
         """Parse buffered outer body bytes while the marks allow."""
         if self._pumping:
             return
         self._pumping = True
         try:
-            while not self._input_abandoned and self._may_parse():
+            parser = self._parser
+            if parser is None:
+                parser = self._parser = self._new_parser()
+            limits = self.limits
+            while (
+                not self._input_abandoned
+                and self._dispatched + len(self._pending) < limits.max_in_flight
+                and self._held_request_bytes < limits.max_stream_buffer
+            ):
                 if not self._unparsed:
                     if not self._compressed or not self._inflate():
                         break
                 piece = self._unparsed[:FEED_SLICE]
                 self._unparsed = self._unparsed[FEED_SLICE:]
-                for event in self._parser.feed(piece):
-                    self._on_inner_event(event)
-            if self._parser.in_head:
+                for event in parser.feed(piece):
+                    kind = type(event)
+                    if kind is RequestHead:
+                        self._on_head(event)
+                    elif kind is EndOfMessage:
+                        stream = self._current
+                        self._current = None
+                        if stream is not None:
+                            self._on_request_complete(stream)
+                    elif kind is Body:
+                        self._on_body(event.data)
+                    else:
+                        self._on_parse_failed(event)
+            if parser.in_head:
                 if self._head_since is None:
                     self._head_since = now = self.clock()
                     self.next_check = min(self.next_check, now + self.limits.header_timeout)
             else:
                 self._head_since = None
             if self._input_done and not self._input_abandoned and not self._unparsed and not self._compressed:
-                unfinished = self._parser.unfinished()
+                unfinished = parser.unfinished()
                 if unfinished is not None:
                     self._on_parse_failed(unfinished)
                 elif self._inflater is not None and not self._inflater.eof:
@@ -522,30 +637,20 @@ class MuxSession:
             and self._held_request_bytes < self.limits.max_stream_buffer
         )
 
-    def _on_inner_event(self, event) -> None:
-        if isinstance(event, RequestHead):
-            self._on_head(event)
-        elif isinstance(event, Body):
-            stream = self._current
-            if stream is None or stream.rejection is not None:
-                return
-            stream.body_size += len(event.data)
-            if stream.body_size > self.limits.max_inner_body:
-                # The rest of the body is still parsed (the framing is fine)
-                # but dropped; the answer is a 413 once it has passed.
-                stream.rejection = BodyTooLarge(f"inner request body over {self.limits.max_inner_body} bytes")
-                self._release_request_body(stream)
-                return
-            stream.body_parts.append(event.data)
-            stream.held += len(event.data)
-            self._held_request_bytes += len(event.data)
-        elif isinstance(event, EndOfMessage):
-            stream = self._current
-            self._current = None
-            if stream is not None:
-                self._on_request_complete(stream)
-        elif isinstance(event, ParseFailed):
-            self._on_parse_failed(event)
+    def _on_body(self, data: bytes) -> None:
+        stream = self._current
+        if stream is None or stream.rejection is not None:
+            return
+        stream.body_size += len(data)
+        if stream.body_size > self.limits.max_inner_body:
+            # The rest of the body is still parsed (the framing is fine)
+            # but dropped; the answer is a 413 once it has passed.
+            stream.rejection = BodyTooLarge(f"inner request body over {self.limits.max_inner_body} bytes")
+            self._release_request_body(stream)
+            return
+        stream.body_parts.append(data)
+        stream.held += len(data)
+        self._held_request_bytes += len(data)
 
     def _new_stream(self, head: RequestHead | None, target: bytes | None, request_id: bytes | None = None) -> InnerStream:
         stream = InnerStream(self._next_id, head, target, self.clock(), request_id)
@@ -555,7 +660,9 @@ class MuxSession:
 
     def _on_head(self, head: RequestHead) -> None:
         self._head_since = None  # the next head's deadline starts when it does
-        stream = self._current = self._new_stream(head, head.target)
+        stream_id = self._next_id
+        self._next_id = stream_id + 1
+        stream = self._current = self.streams[stream_id] = InnerStream(stream_id, head, head.target, self.clock())
         if head.rejection is not None:
             stream.rejection = head.rejection
             return
@@ -596,17 +703,18 @@ class MuxSession:
             send_host = None
         else:
             send_host = route.host_header.encode("ascii")
+        method = head.method
         stream.request = OutboundRequest(
-            method=head.method,
-            target=route.origin_target(path),
-            host=send_host,
-            headers=request_headers(head, self.client, host, self.inherited),
-            body=None,
-            streams_body=False,
-            content_length=-1,
-            idempotent=is_idempotent(head.method),
-            timeouts=route.timeouts,
-            route=route.name,
+            method,
+            route.origin_target(path) if route.strip_prefix else path,
+            send_host,
+            request_headers(head, self.client, host, self.inherited),
+            None,  # body: set when the request is complete
+            False,
+            -1,
+            method in IDEMPOTENT_METHODS,
+            route.timeouts,
+            route.name,
         )
 
     def _serves_host(self, host: bytes) -> bool:
@@ -627,7 +735,10 @@ class MuxSession:
         stream.body_parts = []
         if self._pending or self._dispatched >= self.limits.max_in_flight:
             stream.state = InnerState.QUEUED
-            self._pending.append(stream)
+            if self._pending:
+                self._pending.append(stream)
+            else:
+                self._pending = [stream]
         else:
             self._dispatch(stream)
 
@@ -661,22 +772,17 @@ class MuxSession:
     def _abandon_input(self) -> None:
         """Read no more of the outer body; requests already complete still run."""
         self._input_abandoned = True
-        self._unparsed = memoryview(b"")
+        self._unparsed = _NOTHING
         self._compressed = b""
         self._maybe_end()
 
     # --- response side ------------------------------------------------------------
 
     def _buffered_message(self, stream: InnerStream) -> bytes:
-        head = stream.response
-        if head.framing == FRAMING_NONE:
-            stream.body_bytes = 0
-            return inner_response_head(head, stream.method, stream.tags, [])
         buffer = stream.buffer
         body = buffer[0] if len(buffer) == 1 else b"".join(buffer)
         stream.body_bytes = len(body)
-        framing = [(b"Content-Length", b"%d" % len(body))]
-        return inner_response_head(head, stream.method, stream.tags, framing) + body
+        return inner_message(stream.response, stream.method, stream.target, stream.request_id, body)
 
     def _streamed_message(self, stream: InnerStream) -> bytes:
         body = b"".join(stream.buffer)
@@ -695,12 +801,18 @@ class MuxSession:
         stream.message = message
         stream.state = InnerState.READY
         stream.buffer = []
-        self._ready.append(stream)
+        self._queue_ready(stream)
+
+    def _queue_ready(self, stream: InnerStream) -> None:
+        if self._ready:
+            self._ready.append(stream)
+        else:
+            self._ready = [stream]
 
     def _emit(self) -> None:
         """Move ready messages to the output while the outer stream is free."""
         while self._committed is None and self._ready and self._outer_writable:
-            stream = self._ready.popleft()
+            stream = self._ready.pop(0)
             if stream.state is InnerState.READY or stream.complete:
                 self._out.append(stream.message)
                 stream.message = b""
@@ -719,7 +831,8 @@ class MuxSession:
 
     def _response_left(self, stream: InnerStream, final: bool) -> None:
         """A response of `stream` has been written out completely."""
-        self._forget_pause(stream)
+        if self._paused_origins:
+            self._paused_origins.pop(stream.stream_id, None)
         if not final:
             stream.state = InnerState.FORWARDED
             stream.response = None
@@ -727,7 +840,8 @@ class MuxSession:
             return
         stream.state = InnerState.DONE
         del self.streams[stream.stream_id]
-        self._release_request_body(stream)
+        if stream.held:
+            self._release_request_body(stream)
         self.commands.append(
             InnerCompleted(
                 stream.stream_id,
@@ -743,9 +857,11 @@ class MuxSession:
         if stream.dispatched:
             self._dispatched -= 1
             if self._pending:
-                self._dispatch(self._pending.popleft())
-        self._pump()
-        self._maybe_end()
+                self._dispatch(self._pending.pop(0))
+        if self._unparsed or self._compressed:
+            self._pump()
+        if self._input_done or self._input_abandoned:
+            self._maybe_end()
 
     def _drop_buffer(self, stream: InnerStream) -> None:
         self._buffered_response_bytes -= stream.buffered
@@ -761,16 +877,16 @@ class MuxSession:
 
     def _pause_origin(self, stream: InnerStream) -> None:
         if stream.dispatched and stream.stream_id not in self._paused_origins:
-            self._paused_origins.add(stream.stream_id)
+            self._paused_origins[stream.stream_id] = True
             self.commands.append(PauseOrigin(stream.stream_id))
 
     def _resume_origin(self, stream: InnerStream) -> None:
         if stream.stream_id in self._paused_origins:
-            self._paused_origins.discard(stream.stream_id)
+            self._paused_origins.pop(stream.stream_id, None)
             self.commands.append(ResumeOrigin(stream.stream_id))
 
     def _forget_pause(self, stream: InnerStream) -> None:
-        self._paused_origins.discard(stream.stream_id)
+        self._paused_origins.pop(stream.stream_id, None)
 
     # --- the outer stream as a whole ----------------------------------------------
 
