@@ -62,16 +62,19 @@ class InnerSink:
 
     def on_response_end(self) -> None:
         stream = self.stream
+        stream.exchanges.pop(self.stream_id, None)  # the exchange is over
         stream.session.response_ended(self.stream_id)
         stream.run()
 
     def on_response_error(self, error: ProxyError) -> None:
         stream = self.stream
+        stream.exchanges.pop(self.stream_id, None)
         stream.session.response_failed(self.stream_id, error)
         stream.run()
 
     def on_response_complete(self, head: ResponseHead, body: bytes) -> None:
         stream = self.stream
+        stream.exchanges.pop(self.stream_id, None)
         stream.session.response_complete(self.stream_id, head, body)
         stream.run()
 
@@ -139,6 +142,7 @@ class MuxStream:
             gzip_response=accepts_gzip(head),
             gzip_request=is_gzip_request(head),
             clock=time.monotonic,
+            report_completions=runtime.access_log.enabled,
         )
 
     def __repr__(self) -> str:

@@ -222,6 +222,7 @@ class MuxSession:
         "outer_host",
         "peak_in_flight",
         "proxy_name",
+        "report_completions",
         "routes",
         "streams",
     )
@@ -238,6 +239,7 @@ class MuxSession:
         gzip_response: bool,
         gzip_request: bool,
         clock: Callable[[], float],
+        report_completions: bool = True,
     ) -> None:
         self.limits = limits
         self.routes = routes
@@ -246,6 +248,9 @@ class MuxSession:
         self.inherited = inherited
         self.proxy_name = proxy_name
         self.clock = clock
+        #: Queue InnerCompleted for each answered request (for the access
+        #: log); off when nobody logs, to save a command per request.
+        self.report_completions = report_completions
         self.commands: list = []
         self.streams: dict[int, InnerStream] = {}
         # The inner parser exists only while there is inner input to parse:
@@ -842,18 +847,19 @@ class MuxSession:
         del self.streams[stream.stream_id]
         if stream.held:
             self._release_request_body(stream)
-        self.commands.append(
-            InnerCompleted(
-                stream.stream_id,
-                stream.method,
-                stream.target,
-                stream.route or "-",
-                stream.status,
-                stream.body_bytes,
-                stream.started,
-                stream.error,
+        if self.report_completions:
+            self.commands.append(
+                InnerCompleted(
+                    stream.stream_id,
+                    stream.method,
+                    stream.target,
+                    stream.route or "-",
+                    stream.status,
+                    stream.body_bytes,
+                    stream.started,
+                    stream.error,
+                )
             )
-        )
         if stream.dispatched:
             self._dispatched -= 1
             if self._pending:
