@@ -62,19 +62,19 @@ class InnerSink:
 
     def on_response_end(self) -> None:
         stream = self.stream
-        stream.exchanges.pop(self.stream_id, None)  # the exchange is over
+        stream.forget(self.stream_id)
         stream.session.response_ended(self.stream_id)
         stream.run()
 
     def on_response_error(self, error: ProxyError) -> None:
         stream = self.stream
-        stream.exchanges.pop(self.stream_id, None)
+        stream.forget(self.stream_id)
         stream.session.response_failed(self.stream_id, error)
         stream.run()
 
     def on_response_complete(self, head: ResponseHead, body: bytes) -> None:
         stream = self.stream
-        stream.exchanges.pop(self.stream_id, None)
+        stream.forget(self.stream_id)
         stream.session.response_complete(self.stream_id, head, body)
         stream.run()
 
@@ -189,6 +189,12 @@ class MuxStream:
         self.session.client_gone()
         self.run()
         self._stop()
+
+    def forget(self, stream_id: int) -> None:
+        """An exchange is over.  With an access log, InnerCompleted drops it
+        (the log line needs its server); without one, nothing else will."""
+        if not self.session.report_completions:
+            self.exchanges.pop(stream_id, None)
 
     # --- commands -------------------------------------------------------------------------
 
