@@ -13,6 +13,7 @@ naming the error, a Date, and a short text body saying what went wrong.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -55,6 +56,13 @@ class OutboundRequest:
     idempotent: bool
     timeouts: Timeouts
     route: str
+
+
+@functools.lru_cache(maxsize=4096)
+def client_info(address: bytes, proto: bytes, via: bytes) -> "ClientInfo":
+    """A shared ClientInfo: connections from one address share one (it is
+    immutable), instead of a new object per connection."""
+    return ClientInfo(address, proto, via)
 
 
 @dataclass(frozen=True, slots=True)

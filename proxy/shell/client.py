@@ -28,7 +28,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
-from proxy.core.forwarding import ClientInfo, error_response
+from proxy.core.forwarding import ClientInfo, client_info, error_response
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, RequestHead
 from proxy.core.http1.request_parser import RequestParser
 from proxy.core.mux.outer import is_mux_target, outer_request_problem
@@ -50,6 +50,8 @@ CLIENT_WRITE_LOW = 16 * 1024
 
 _connection_ids = itertools.count(1)
 
+_NEVER = float("inf")
+
 
 
 class ClientConnection(asyncio.Protocol):
@@ -70,10 +72,10 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "writable",
         "_paused_for",
-        "_head_timer",
-        "_idle_timer",
-        "_send_timer",
-        "_body_timer",
+        "_idle_due",
+        "_head_due",
+        "_send_due",
+        "_watch_body",
         "last_read",
         "requests",
         "peer_closed",
@@ -103,10 +105,13 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.writable = True
         self._paused_for = 0  # flow.py bits: why reading is paused
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._send_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        # Deadlines (loop time; _NEVER when not armed), served by the
+        # server's timer wheel: one wheel entry per connection instead of up
+        # to four TimerHandles, and no handle made and cancelled per request.
+        self._idle_due = _NEVER
+        self._head_due = _NEVER
+        self._send_due = _NEVER
+        self._watch_body = False  # a plain request body is arriving (body_timeout)
         self.last_read = 0.0
         self.requests = 0
         self.peer_closed = False  # the client half-closed its side
@@ -127,16 +132,16 @@ class ClientConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=CLIENT_WRITE_HIGH, low=CLIENT_WRITE_LOW)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) else "unix"
-        self.client = ClientInfo(address.encode("ascii"), self.proto, self.runtime.proxy_name)
+        self.client = client_info(address.encode("ascii"), self.proto, self.runtime.proxy_name)
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.loop.time()
-        self._cancel(self._idle_timer)
-        self._idle_timer = None
+        now = self.last_read = self.loop.time()
+        self._idle_due = _NEVER  # the wheel entry stays; on_wheel re-reads the deadlines
         events = self.parser.feed(data)
-        if self.parser.in_head and self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        if self.parser.in_head and self._head_due is _NEVER:
+            self._head_due = now + self.limits.header_timeout
+            self._schedule(self._head_due)
         if events:
             if self.pending:
                 self.pending.extend(events)
@@ -163,8 +168,7 @@ class ClientConnection(asyncio.Protocol):
             self.server.connections.discard(self)
             return
         self.closing = True
-        for timer in (self._head_timer, self._idle_timer, self._send_timer, self._body_timer):
-            self._cancel(timer)
+        self.server.wheel.cancel(self)
         handler = self.handler
         self.handler = None
         self.pending = ()
@@ -176,15 +180,15 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable = False
-        if self._send_timer is None:
-            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
+        if self._send_due is _NEVER:
+            self._send_due = self.loop.time() + self.limits.send_timeout
+            self._schedule(self._send_due)
         if self.handler is not None:
             self.handler.on_writable(False)
 
     def resume_writing(self) -> None:
         self.writable = True
-        self._cancel(self._send_timer)
-        self._send_timer = None
+        self._send_due = _NEVER
         if self.handler is not None:
             self.handler.on_writable(True)
 
@@ -199,8 +203,7 @@ class ClientConnection(asyncio.Protocol):
             if handler is None:
                 pending.popleft()
                 if isinstance(event, RequestHead):
-                    self._cancel(self._head_timer)
-                    self._head_timer = None
+                    self._head_due = _NEVER
                     self._start(event)
                 elif isinstance(event, ParseFailed):
                     self._refuse(event.error)
@@ -224,7 +227,10 @@ class ClientConnection(asyncio.Protocol):
             return  # the connection was lost meanwhile and dropped its queue
         if not pending:
             self.pending = ()
-        self.set_reading(PIPELINE, not pending)
+            if self._paused_for & PIPELINE:
+                self.set_reading(PIPELINE, True)
+        elif not self._paused_for & PIPELINE:
+            self.set_reading(PIPELINE, False)
 
     def _start(self, head: RequestHead) -> None:
         self.requests += 1
@@ -252,10 +258,9 @@ class ClientConnection(asyncio.Protocol):
     def finish(self, keep_alive: bool) -> None:
         """The current handler is done (response written completely)."""
         self.handler = None
-        self._cancel(self._body_timer)
-        self._body_timer = None
-        self.set_reading(HANDLER, True)
-        self.set_reading(ORIGIN, True)
+        self._watch_body = False
+        if self._paused_for & (HANDLER | ORIGIN):
+            self.set_reading(HANDLER | ORIGIN, True)
         if not keep_alive or self.closing or self.server.draining:
             self.close()
             return
@@ -264,11 +269,8 @@ class ClientConnection(asyncio.Protocol):
         if self.peer_closed and self.handler is None and not self.pending:
             self.close()
             return
-        if self.handler is None and not self.pending:
-            if self.parser.in_head:
-                pass  # the head timer is already running
-            else:
-                self._arm_idle()
+        if self.handler is None and not self.pending and not self.parser.in_head:
+            self._arm_idle()  # (a head in progress has its own deadline)
 
     # --- services for handlers ----------------------------------------------------------
 
@@ -287,17 +289,17 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def watch_body(self) -> None:
-        """Start the body-stall timer for a plain request body."""
+        """Start the body-stall deadline for a plain request body."""
         self.last_read = self.loop.time()
-        if self._body_timer is None:
-            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._check_body)
+        if not self._watch_body:
+            self._watch_body = True
+            self._schedule(self.last_read + self.limits.body_timeout)
 
     def close(self) -> None:
         """Close after everything written has been sent."""
         if not self.closing:
             self.closing = True
-            for timer in (self._head_timer, self._idle_timer, self._send_timer, self._body_timer):
-                self._cancel(timer)
+            self.server.wheel.cancel(self)
             if self.transport is not None:
                 self.transport.close()
 
@@ -308,43 +310,48 @@ class ClientConnection(asyncio.Protocol):
 
     # --- timers -------------------------------------------------------------------------
 
-    @staticmethod
-    def _cancel(timer: asyncio.TimerHandle | None) -> None:
-        if timer is not None:
-            timer.cancel()
+    def _schedule(self, due: float) -> None:
+        """Make sure the wheel calls on_wheel by `due` (it may call earlier:
+        on_wheel re-reads every deadline and schedules the next one)."""
+        self.server.wheel.schedule_by(self, due)
 
     def _arm_idle(self) -> None:
-        self._cancel(self._idle_timer)
-        self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._idle_timed_out)
+        self._idle_due = self.loop.time() + self.limits.keepalive_timeout
+        self._schedule(self._idle_due)
 
-    def _idle_timed_out(self) -> None:
-        self._idle_timer = None
-        if self.handler is None and not self.parser.in_head:
-            self.close()
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if not self.parser.in_head:
+    def on_wheel(self) -> None:
+        if self.closing:
             return
-        if self.handler is None:
-            error = HeadTimeout(f"request head not received within {self.limits.header_timeout:g}s")
-            self._refuse(error)
-        else:
-            self.abort()
-
-    def _check_body(self) -> None:
-        self._body_timer = None
-        handler = self.handler
-        if handler is None or not handler.receiving or not handler.watches_body:
-            return
-        idle = self.loop.time() - self.last_read
-        if idle >= self.limits.body_timeout:
-            handler.on_body_timeout()
-        else:
-            self._body_timer = self.loop.call_later(self.limits.body_timeout - idle, self._check_body)
-
-    def _send_timed_out(self) -> None:
-        self._send_timer = None
-        if not self.writable:
-            log.info("connection %d: client accepted nothing for %gs, closing", self.id, self.limits.send_timeout)
+        now = self.loop.time()
+        limits = self.limits
+        if not self.writable and now >= self._send_due:
+            log.info("connection %d: client accepted nothing for %gs, closing", self.id, limits.send_timeout)
             self.connection_lost(None)
+            return
+        if now >= self._head_due:
+            self._head_due = _NEVER
+            if self.parser.in_head:
+                if self.handler is None:
+                    self._refuse(HeadTimeout(f"request head not received within {limits.header_timeout:g}s"))
+                else:
+                    self.abort()
+                return
+        handler = self.handler
+        if self._watch_body:
+            if handler is None or not handler.receiving or not handler.watches_body:
+                self._watch_body = False
+            elif now >= self.last_read + limits.body_timeout:
+                self._watch_body = False
+                handler.on_body_timeout()
+                if self.closing:
+                    return
+        if now >= self._idle_due:
+            self._idle_due = _NEVER
+            if self.handler is None and not self.parser.in_head:
+                self.close()
+                return
+        due = min(self._idle_due, self._head_due, self._send_due if not self.writable else _NEVER)
+        if self._watch_body:
+            due = min(due, self.last_read + limits.body_timeout)
+        if due is not _NEVER and due < _NEVER:
+            self.server.wheel.schedule(self, due)

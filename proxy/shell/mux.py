@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy.core.http1.messages import RequestHead, ResponseHead
-from proxy.core.http1.serialize import BodyEncoder
+from proxy.core.http1.serialize import CHUNKED, RAW
 from proxy.core.mux.commands import (
     CancelExchange,
     EndOuter,
@@ -40,6 +40,10 @@ from proxy.shell.plain import CONTINUE
 if TYPE_CHECKING:
     from proxy.shell.client import ClientConnection
     from proxy.shell.server import Runtime
+
+#: Shared by streams that never started an exchange; only read, never written.
+_NO_EXCHANGES: dict = {}
+
 
 class InnerSink:
     """The ResponseSink of one inner request."""
@@ -123,14 +127,14 @@ class MuxStream:
         self.method = head.method
         self.target = head.target
         self.receiving = True
-        self.exchanges: dict[int, object] = {}
+        self.exchanges: dict[int, object] = _NO_EXCHANGES  # a dict of its own once one starts
         self._running = False
         self._again = False
         self._flush_scheduled = False
         self._timer_at = float("inf")  # when the wheel calls on_wheel next
         self.ended = False
         self.started = time.monotonic()
-        self.encoder = BodyEncoder(chunked=not self.http10)
+        self.encoder = RAW if self.http10 else CHUNKED
         self.bytes_out = 0  # outer body bytes (after gzip), for the access log
         self.session = MuxSession(
             limits=runtime.mux_limits,
@@ -226,6 +230,8 @@ class MuxStream:
             upstream = self.runtime.upstreams[command.origin]
             exchange = upstream.start(command.request, InnerSink(self, stream_id))
             if stream_id in self.session.streams:
+                if self.exchanges is _NO_EXCHANGES:
+                    self.exchanges = {}
                 self.exchanges[stream_id] = exchange
         elif kind is InnerCompleted:
             exchange = self.exchanges.pop(command.stream_id, None)

@@ -28,7 +28,7 @@ from proxy.core.forwarding import (
 )
 from proxy.core.http1.messages import FRAMING_NONE, RequestHead, ResponseHead
 from proxy.core.http1.request_parser import is_idempotent, split_absolute_target
-from proxy.core.http1.serialize import BodyEncoder, response_head
+from proxy.core.http1.serialize import CHUNKED, RAW, BodyEncoder, response_head
 from proxy.core.routing import HOST_ORIGIN, HOST_PRESERVE
 from proxy.errors import BodyTimeout, BodyTooLarge, NoRoute, ProxyError
 from proxy.shell.flow import ORIGIN
@@ -177,7 +177,7 @@ class PlainRequest:
 
     def on_end(self) -> None:
         self.receiving = False
-        if self.exchange is not None:
+        if self.exchange is not None and self.head.framing != FRAMING_NONE:
             self.exchange.end_body()
         if self.finished:
             self.conn.finish(self.keep_alive)
@@ -218,17 +218,20 @@ class PlainRequest:
     # --- ResponseSink (from the origin exchange) ------------------------------------------
 
     def on_response_head(self, head: ResponseHead) -> None:
+        self.conn.write(self._head_bytes(head))
+
+    def _head_bytes(self, head: ResponseHead) -> bytes:
         # An unfinished request body at this point means the origin answered
         # early; we will not know where it ends, so the connection closes.
         keep_alive = self.keep_alive and not self.receiving
         fields, chunked, keep_alive = client_response_framing(self.head, head, keep_alive)
         self.keep_alive = keep_alive
-        self.encoder = BodyEncoder(chunked)
+        self.encoder = CHUNKED if chunked else RAW
         self.status = head.status
         self.responded = True
         headers = response_headers(head, self.head.method)
         headers += fields  # a new list: response_headers copies
-        self.conn.write(response_head(head.status, head.reason, headers))
+        return response_head(head.status, head.reason, headers)
 
     def on_response_data(self, data: bytes) -> None:
         self.response_bytes += len(data)
@@ -239,10 +242,14 @@ class PlainRequest:
         self._done()
 
     def on_response_complete(self, head: ResponseHead, body: bytes) -> None:
-        self.on_response_head(head)
+        # One write for the whole response (one syscall, one TCP segment).
+        data = self._head_bytes(head)
+        encoder = self.encoder
         if body:
-            self.on_response_data(body)
-        self.on_response_end()
+            self.response_bytes = len(body)
+            data += encoder.encode(body)
+        self.conn.write(data + encoder.end())
+        self._done()
 
     def on_response_error(self, error: ProxyError) -> None:
         if self.responded:
@@ -291,6 +298,8 @@ class PlainRequest:
 
     def _log(self, error: str) -> None:
         conn = self.conn
+        if not conn.runtime.access_log.enabled:
+            return
         server = getattr(self.exchange, "server", "-") if self.exchange is not None else "-"
         conn.runtime.access_log.request(
             conn.id,

@@ -54,6 +54,12 @@ class TimerWheel:
                 self._arm()
         bucket.add(item)
 
+    def schedule_by(self, item: Timed, when: float) -> None:
+        """Like schedule, but never later than an existing entry for item."""
+        tick = self._due.get(item)
+        if tick is None or math.ceil(when / RESOLUTION) < tick:
+            self.schedule(item, when)
+
     def cancel(self, item: Timed) -> None:
         tick = self._due.pop(item, None)
         if tick is not None:

@@ -72,3 +72,8 @@ class BodyEncoder:
 
     def end(self, trailers: Headers | None = None) -> bytes:
         return last_chunk(trailers) if self.chunked else b""
+
+
+#: BodyEncoder keeps no state: these two serve every message.
+CHUNKED = BodyEncoder(True)
+RAW = BodyEncoder(False)

@@ -73,6 +73,7 @@ FEED_SLICE = 2048
 
 _CHUNKED = [(b"Transfer-Encoding", b"chunked")]
 _NOTHING = memoryview(b"")  # shared: a memoryview costs 184 bytes per session
+_NO_PAUSES: dict[int, bool] = {}  # shared while no origin is paused; never written
 
 #: Decompressed bytes produced from a gzip-coded outer body at a time, so a
 #: small compressed body can never expand into memory all at once.
@@ -270,7 +271,7 @@ class MuxSession:
         self._dispatched = 0
         self._held_request_bytes = 0
         self._buffered_response_bytes = 0
-        self._paused_origins: dict[int, bool] = {}  # a dict: 64 bytes empty, a set 216
+        self._paused_origins: dict[int, bool] = _NO_PAUSES  # a dict of its own once one pauses
         self._out: list[bytes] = []
         self.gzip_response = gzip_response
         self._deflater = zlib.compressobj(limits.gzip_level, zlib.DEFLATED, 31) if gzip_response else None
@@ -883,6 +884,8 @@ class MuxSession:
 
     def _pause_origin(self, stream: InnerStream) -> None:
         if stream.dispatched and stream.stream_id not in self._paused_origins:
+            if self._paused_origins is _NO_PAUSES:
+                self._paused_origins = {}
             self._paused_origins[stream.stream_id] = True
             self.commands.append(PauseOrigin(stream.stream_id))
 
