@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import gc
 import logging
-import signal
+import os
 import sys
 
 from proxy import __version__
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
     parser.add_argument("--version", action="version", version=f"muxproxy {__version__}")
+    # Internal: run as one worker of a master (which passes the sockets).
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -84,21 +86,44 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-async def serve(config: Config) -> None:
-    from proxy.shell.server import ProxyServer
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line a worker process gets: the same configuration."""
+    argv = []
+    if args.config:
+        argv += ["--config", args.config]
+    for address in args.listen or ():
+        argv += ["--listen", address]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    return argv
 
-    server = ProxyServer(config)
-    await server.start()
-    tune_gc()
+
+async def serve(args: argparse.Namespace, config: Config) -> int:
+    """Run as a master, a worker, or a single serving process."""
+    from proxy.shell.activation import inherited_sockets
+    from proxy.shell.sdnotify import Notifier
+
+    def reload_config() -> Config:
+        return load(args.config, args.listen)
+
+    if args.worker:
+        from proxy.shell.master import worker_sockets
+        from proxy.shell.service import Service, WorkerLink
+
+        inherited, control = worker_sockets()
+        service = Service(config, reload_config, inherited=inherited, link=WorkerLink(control))
+    elif config.server.worker_count > 1:
+        from proxy.shell.master import Master
+
+        master = Master(config, worker_argv(args), reload_config, inherited=inherited_sockets(), notifier=Notifier())
+        return await master.run()
+    else:
+        from proxy.shell.service import Service
+
+        service = Service(config, reload_config, inherited=inherited_sockets(), notifier=Notifier())
     loop = asyncio.get_running_loop()
-    stopped = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopped.set)
-    try:
-        await stopped.wait()
-    finally:
-        log.info("stopping")
-        await server.stop()
+    loop.call_soon(tune_gc)  # once start-up is done (freeze keeps its objects out of collections)
+    return await service.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(
         level=(args.log_level or config.log.level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=("%(asctime)s %(levelname)s %(name)s" + (f"[{os.getpid()}]" if args.worker else "") + ": %(message)s"),
     )
     try:
         import uvloop
@@ -122,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(config))
+        return runner(serve(args, config))
     except OSError as exc:
         print(f"muxproxy: cannot start: {exc}", file=sys.stderr)
         return 1
-    return 0

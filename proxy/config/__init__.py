@@ -11,6 +11,7 @@ from __future__ import annotations
 from proxy.config.load import default_config_path, load_config, load_default_config, parse_config_text
 from proxy.config.model import (
     Address,
+    AdminSettings,
     Config,
     LimitSettings,
     ListenerSettings,
@@ -23,6 +24,7 @@ from proxy.config.model import (
 
 __all__ = [
     "Address",
+    "AdminSettings",
     "Config",
     "LimitSettings",
     "ListenerSettings",

@@ -26,7 +26,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import re
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -198,6 +200,20 @@ ListenAddress = Annotated[Address, BeforeValidator(_address_from_text)]
 ServerAddress = Annotated[ListenAddress, AfterValidator(_require_port)]
 
 
+def _parse_workers(value: object) -> object:
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 256:
+        return value
+    raise _problem(f'expected "auto" or a number of worker processes (1 to 256), got {toml_repr(value)}')
+
+
+def _admin_address(value: object) -> object:
+    if value == "off":
+        return None
+    return _address_from_text(value)
+
+
 def _must_match(pattern: re.Pattern[str], expectation: str):
     def check(value: str) -> str:
         if not pattern.fullmatch(value):
@@ -276,6 +292,18 @@ class ServerSettings(BaseModel):
     name: Annotated[
         StrictStr, _must_match(_SF_TOKEN_RE, 'an RFC 8941 token (a letter or "*" first)')
     ] = "muxproxy"
+    #: Worker processes sharing the listeners, or "auto" for one per core
+    #: (nginx's worker_processes auto): the event loop runs on one core, so
+    #: one worker per core uses the machine.  1 runs without a master.
+    workers: Annotated[int | str, BeforeValidator(_parse_workers)] = "auto"
+    #: On SIGTERM, how long in-flight requests and open streams get to
+    #: finish before the rest is cut.  30 s: systemd's default
+    #: TimeoutStopSec is 90 s, and a graceful stop must end well before it.
+    shutdown_timeout: PositiveDuration = 30.0
+
+    @property
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
 
 
 class ListenerSettings(BaseModel):
@@ -284,6 +312,50 @@ class ListenerSettings(BaseModel):
     model_config = _FROZEN
 
     address: ListenAddress
+    #: PEM certificate chain and private key: both make this a TLS listener
+    #: (ALPN offers http/1.1 only).  Relative paths: from the config file.
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("tls_certificate", "tls_key", mode="before")
+    @classmethod
+    def _resolve_tls_file(cls, value: object, info: ValidationInfo) -> Path:
+        if not isinstance(value, str) or not value:
+            raise _problem(f"expected a file path, got {toml_repr(value)}")
+        path = _resolve(value, info)
+        if not path.is_file():
+            raise _problem(f"no such file: {toml_repr(str(path))}")
+        return path
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_certificate"
+            raise _problems(type(self).__name__, [((missing,), "TLS needs both tls_certificate and tls_key", None)])
+        if self.tls_certificate is not None:
+            # Load them now, so that a bad file is a config error at start or
+            # reload rather than a failure when the listener opens.
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_certificate, self.tls_key)
+            except (ssl.SSLError, OSError) as exc:
+                why = f"cannot load the certificate and key: {exc}"
+                raise _problems(type(self).__name__, [(("tls_certificate",), why, str(self.tls_certificate))])
+        return self
+
+    @property
+    def is_tls(self) -> bool:
+        return self.tls_certificate is not None
+
+
+class AdminSettings(BaseModel):
+    """[admin]: /metrics, /healthz and /readyz on a listener of their own."""
+
+    model_config = _FROZEN
+
+    #: Loopback only by default: metrics show routes and origins, which are
+    #: nobody else's business (Envoy's admin port is 9901 too).  "off"
+    #: disables the admin listener.
+    address: Annotated[Address | None, BeforeValidator(_admin_address)] = Address(host="127.0.0.1", port=9901)
 
 
 class MuxSettings(BaseModel):
@@ -504,6 +576,7 @@ class Config(BaseModel):
         DEFAULT_LISTENER,
     )
     mux: MuxSettings = Field(default_factory=MuxSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     origins: dict[OriginName, OriginSettings] = Field(default_factory=dict, alias="origin")

@@ -50,6 +50,13 @@ class AccessLog:
             self._file = open(destination, "a", encoding="utf-8", buffering=1 << 16)
             self._owns_file = True
 
+    def retarget(self, destination: str) -> None:
+        """Write to another destination from now on (a reload changed it)."""
+        if destination != self.destination:
+            self.destination = destination
+            self.enabled = destination != "off"
+            self.open()
+
     def close(self) -> None:
         self.flush()
         if self._owns_file and self._file is not None:

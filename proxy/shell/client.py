@@ -129,6 +129,7 @@ class ClientConnection(asyncio.Protocol):
             transport.abort()
             return
         server.connections.add(self)
+        server.stats.connections_accepted += 1
         transport.set_write_buffer_limits(high=CLIENT_WRITE_HIGH, low=CLIENT_WRITE_LOW)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) else "unix"
@@ -137,6 +138,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self.last_read = self.loop.time()
+        self.server.stats.bytes_received += len(data)
         self._idle_due = _NEVER  # the wheel entry stays; on_wheel re-reads the deadlines
         events = self.parser.feed(data)
         if self.parser.in_head and self._head_due is _NEVER:
@@ -252,7 +254,7 @@ class ClientConnection(asyncio.Protocol):
     def _refuse(self, error: ProxyError) -> None:
         """Framing is lost between requests: answer and close."""
         self.write(error_response(error, self.runtime.proxy_name, extra=[(b"Connection", b"close")]))
-        self.server.access_log.request(self.id, "http", b"-", b"-", "-", "-", error.status, 0, 0.0, error.proxy_status)
+        self.server.record(self.id, "http", b"-", b"-", "-", "-", error.status, 0, 0.0, error.proxy_status)
         self.close()
 
     def finish(self, keep_alive: bool) -> None:
@@ -276,6 +278,7 @@ class ClientConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if data and not self.closing:
+            self.server.stats.bytes_sent += len(data)
             self.transport.write(data)
 
     def set_reading(self, reason: int, reading: bool) -> None:
@@ -307,6 +310,15 @@ class ClientConnection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def drain(self) -> None:
+        """The server is stopping: finish what is under way, then close."""
+        handler = self.handler
+        if handler is None:
+            self.close()  # idle between requests (a head in progress is dropped too)
+        elif isinstance(handler, MuxStream):
+            handler.drain()
+        # A plain request finishes; finish() then closes (server.draining).
 
     # --- timers -------------------------------------------------------------------------
 

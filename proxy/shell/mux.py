@@ -146,7 +146,7 @@ class MuxStream:
             gzip_response=accepts_gzip(head),
             gzip_request=is_gzip_request(head),
             clock=time.monotonic,
-            report_completions=runtime.access_log.enabled,
+            report_completions=conn.server.collect,
         )
 
     def __repr__(self) -> str:
@@ -155,6 +155,7 @@ class MuxStream:
 
     def start(self) -> None:
         conn = self.conn
+        conn.server.stats.streams_started += 1
         if self.expect_continue:
             conn.write(CONTINUE)
         conn.write(outer_response_head(gzip=self.session.gzip_response, http10=self.http10))
@@ -186,6 +187,18 @@ class MuxStream:
 
     def on_writable(self, writable: bool) -> None:
         self.session.outer_writable(writable)
+        self.run()
+
+    def adopt(self, runtime: "Runtime") -> None:
+        """A reload happened: inner requests read from now on use its routes
+        and origins; those in flight finish where they are."""
+        self.runtime = runtime
+        self.session.routes = runtime.routes
+
+    def drain(self) -> None:
+        """The server is stopping: read no more inner requests, answer the
+        ones in flight, then end the stream (last chunk) and close."""
+        self.session.abandon_input()
         self.run()
 
     def on_client_lost(self) -> None:
@@ -235,10 +248,8 @@ class MuxStream:
                 self.exchanges[stream_id] = exchange
         elif kind is InnerCompleted:
             exchange = self.exchanges.pop(command.stream_id, None)
-            if not self.runtime.access_log.enabled:
-                return
             conn = self.conn
-            self.runtime.access_log.request(
+            conn.server.record(
                 conn.id,
                 "mux",
                 command.method,
@@ -291,7 +302,7 @@ class MuxStream:
             conn.write(self.encoder.encode(data) + self.encoder.end())
         self.ended = True
         self._stop()
-        self.runtime.access_log.request(
+        conn.server.record(
             conn.id,
             "stream",
             self.method,
@@ -325,7 +336,10 @@ class MuxStream:
 
     def on_wheel(self) -> None:
         self._timer_at = float("inf")
-        delay = self.session.on_timer()
+        session = self.session
+        beats = session.heartbeats
+        delay = session.on_timer()
+        self.conn.server.stats.heartbeats += session.heartbeats - beats
         self.run()
         if self.session.has_output and not self.ended:
             self._flush()

@@ -67,7 +67,7 @@ class RejectedRequest:
         conn.write(
             error_response(self.error, conn.runtime.proxy_name, extra=extra, head_only=head.method == b"HEAD")
         )
-        conn.runtime.access_log.request(
+        conn.server.record(
             conn.id, "http", head.method, head.target, "-", "-", self.error.status, 0, 0.0, self.error.proxy_status
         )
         if not keep_alive:
@@ -298,10 +298,10 @@ class PlainRequest:
 
     def _log(self, error: str) -> None:
         conn = self.conn
-        if not conn.runtime.access_log.enabled:
+        if not conn.server.collect:
             return
         server = getattr(self.exchange, "server", "-") if self.exchange is not None else "-"
-        conn.runtime.access_log.request(
+        conn.server.record(
             conn.id,
             "http",
             self.head.method,

@@ -146,6 +146,12 @@ class ProxyProcess:
     def __init__(self, config_text: str, tmp_path: Path) -> None:
         self.port = free_port()
         text = f'[[listener]]\naddress = "127.0.0.1:{self.port}"\n' + config_text
+        # One process and an admin listener on any free port, unless the
+        # test says otherwise: parallel test runs must not meet on 9901.
+        if "[server]" not in text:
+            text += "\n[server]\nworkers = 1\n"
+        if "[admin]" not in text:
+            text += '\n[admin]\naddress = "127.0.0.1:0"\n'
         self.config_path = tmp_path / "muxproxy.toml"
         self.config_path.write_text(text)
         self.process: subprocess.Popen | None = None

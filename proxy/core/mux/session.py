@@ -215,6 +215,7 @@ class MuxSession:
         "commands",
         "ended",
         "gzip_response",
+        "heartbeats",
         "inherited",
         "last_input_at",
         "last_output_at",
@@ -298,6 +299,7 @@ class MuxSession:
         self.next_check = now
         #: Highest number of inner requests in flight at once (for the record).
         self.peak_in_flight = 0
+        self.heartbeats = 0  # CRLFs written (for the metrics)
 
     def __repr__(self) -> str:
         return (
@@ -516,6 +518,7 @@ class MuxSession:
                 # Only between inner messages: a CRLF inside a streamed
                 # message would be body bytes.
                 self._out.append(CRLF)
+                self.heartbeats += 1
                 self.last_output_at = now
                 due = now + limits.heartbeat
             delays.append(max(due - now, 0.05))

@@ -1,0 +1,254 @@
+"""One serving process: a ProxyServer with signals, systemd and admin around it.
+
+Strategy: `Service` is what runs in a process that serves traffic: the whole
+muxproxy when `server.workers = 1`, or one worker under a master.  It owns
+the reactions to signals:
+
+- SIGHUP: read and validate the configuration file again; an invalid one is
+  logged and reported, and the running configuration stays; a valid one is
+  applied by `ProxyServer.reload` (nothing open is disturbed);
+- SIGTERM / SIGINT: graceful stop within `server.shutdown_timeout`; a second
+  one stops at once;
+- SIGUSR1: reopen the access log (after logrotate moved it).
+
+Standing alone it also talks to systemd (READY, RELOADING, STOPPING, STATUS,
+and WATCHDOG pings from its own event loop, so a stuck loop is restarted) and
+serves the admin listener.  As a worker it leaves both to the master and
+reports to it over the control socket instead (`WorkerLink`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+from typing import Callable
+
+from proxy.config import Config
+from proxy.errors import ConfigError
+from proxy.shell.activation import Inherited, bind_listener, same_address
+from proxy.shell.admin import Admin
+from proxy.shell.sdnotify import Notifier
+from proxy.shell.server import ProxyServer
+
+log = logging.getLogger("muxproxy")
+
+#: How often a worker reports its figures (and that it is alive) to the
+#: master, and how often a standalone process updates systemd's STATUS.
+REPORT_INTERVAL = 1.0
+STATUS_INTERVAL = 5.0
+
+
+class WorkerLink:
+    """A worker's end of the control socket to its master (JSON lines)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+
+    def send(self, message: dict) -> None:
+        try:
+            self.sock.send((json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8"))
+        except (BlockingIOError, InterruptedError):
+            pass  # the master is behind; the next report says it all again
+        except OSError:
+            pass  # the master is gone: on_master_gone stops us
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        load: Callable[[], Config],
+        *,
+        inherited: list[Inherited] = (),
+        link: WorkerLink | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.load = load
+        self.link = link
+        self.notifier = notifier if notifier is not None else Notifier({})
+        # A worker binds listeners added by a reload with SO_REUSEPORT, so
+        # that its siblings can bind them too.
+        self.server = ProxyServer(config, inherited=list(inherited), reuse_port=link is not None)
+        self.admin: Admin | None = None
+        self._admin_inherited = [i for i in inherited if i.name == "admin"]
+        self._stopping = asyncio.Event()
+        self._second = asyncio.Event()  # a second stop signal: stop at once
+        self._signals = 0
+        self._reloading: asyncio.Task | None = None
+        self._requests_seen = 0
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        server = self.server
+        await server.start()
+        if self.link is None:
+            await self._start_admin(self.config)
+        for signum, handler in (
+            (signal.SIGHUP, self._on_sighup),
+            (signal.SIGTERM, self._on_stop_signal),
+            (signal.SIGINT, self._on_stop_signal),
+            (signal.SIGUSR1, self._on_sigusr1),
+        ):
+            loop.add_signal_handler(signum, handler)
+        timers = []
+        if self.link is not None:
+            self.link.send({"event": "ready"})
+            timers.append(loop.create_task(self._report()))
+            loop.add_reader(self.link.sock.fileno(), self._on_master_readable)
+        else:
+            self.notifier.ready(self.status_text())
+            if self.notifier.watchdog_interval:
+                timers.append(loop.create_task(self._watchdog(self.notifier.watchdog_interval)))
+            if self.notifier.enabled:
+                timers.append(loop.create_task(self._status()))
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in timers:
+                task.cancel()
+            await asyncio.gather(*timers, return_exceptions=True)
+        self.notifier.stopping()
+        if self._reloading is not None:
+            await asyncio.gather(self._reloading, return_exceptions=True)
+        if self._signals > 1:
+            await server.stop()
+        else:
+            timeout = self.config.server.shutdown_timeout
+            log.info("stopping: %d connection(s) get up to %gs to finish", len(server.connections), timeout)
+            stop = loop.create_task(server.shutdown(timeout))
+            second = loop.create_task(self._second_signal())
+            done, _ = await asyncio.wait({stop, second}, return_when=asyncio.FIRST_COMPLETED)
+            if second in done:
+                log.info("second stop signal: stopping at once")
+                await server.stop()
+            second.cancel()
+            await asyncio.gather(stop, second, return_exceptions=True)
+        if self.admin is not None:
+            await self.admin.close()
+        if self.link is not None:
+            loop.remove_reader(self.link.sock.fileno())
+        log.info("stopped")
+        return 0
+
+    # --- signals ----------------------------------------------------------------------
+
+    def _on_stop_signal(self) -> None:
+        self._signals += 1
+        self._stopping.set()
+        if self._signals > 1:
+            self._second.set()
+
+    async def _second_signal(self) -> None:
+        await self._second.wait()
+
+    def _on_sigusr1(self) -> None:
+        log.info("reopening the access log")
+        self.server.access_log.open()
+
+    def _on_sighup(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            log.info("reload already in progress")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Read the configuration again and apply it if valid."""
+        self.notifier.reloading()
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            self.server.stats.reloads["failed"] += 1
+            log.error("reload failed, keeping the running configuration:\n%s", exc)
+            first = str(exc).splitlines()[0] if str(exc) else "invalid configuration"
+            self.notifier.ready("reload failed: " + first)
+            if self.link is not None:
+                self.link.send({"event": "reloaded", "ok": False, "error": str(exc)})
+            return False
+        try:
+            await self.server.reload(config)
+            if self.link is None:
+                await self._start_admin(config)
+        except OSError as exc:  # a new listener could not be bound
+            self.server.stats.reloads["failed"] += 1
+            log.error("reload failed while applying it: %s", exc)
+            self.notifier.ready(f"reload failed: {exc}")
+            if self.link is not None:
+                self.link.send({"event": "reloaded", "ok": False, "error": str(exc)})
+            return False
+        self.config = config
+        self.notifier.ready(self.status_text())
+        if self.link is not None:
+            self.link.send({"event": "reloaded", "ok": True})
+        return True
+
+    # --- admin, systemd, master -------------------------------------------------------
+
+    async def _start_admin(self, config: Config) -> None:
+        address = config.admin.address
+        if self.admin is not None:
+            if address is not None and self.admin.address is not None and address.port == 0:
+                return  # "any port" is already satisfied
+            if address is not None and self.admin.address is not None and same_address(
+                self.admin.address, address.host, address.port
+            ):
+                return
+            await self.admin.close()
+            self.admin = None
+        if address is None:
+            return
+        sock = None
+        for inherited in self._admin_inherited:
+            if same_address(inherited.address, address.host, address.port):
+                sock = inherited.sock
+        if sock is None:
+            sock = bind_listener(address.host, address.port)
+        server = self.server
+        self.admin = Admin(server.snapshot, healthy=lambda: True, ready=lambda: server.ready)
+        await self.admin.start(sock)
+        log.info("admin listener on %s:%d (/metrics, /healthz, /readyz)", *self.admin.address)
+
+    def status_text(self) -> str:
+        live = self.server.live()
+        total = sum(count for *_, count in self.server.stats.snapshot({})["requests"])
+        rate = (total - self._requests_seen) / STATUS_INTERVAL
+        self._requests_seen = total
+        return (
+            f"{live['connections']} connections, {live['streams']} mux streams, "
+            f"{live['inflight']} inner requests in flight, {rate:.0f} req/s"
+        )
+
+    async def _status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self.notifier.status(self.status_text())
+
+    async def _watchdog(self, interval: float) -> None:
+        # From the event loop itself: if the loop is stuck, no ping leaves
+        # and systemd restarts the service (WatchdogSec=).
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _report(self) -> None:
+        while True:
+            self.link.send({"event": "stats", "snapshot": self.server.snapshot()})
+            await asyncio.sleep(REPORT_INTERVAL)
+
+    def _on_master_readable(self) -> None:
+        try:
+            data = self.link.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # The master is gone (killed?): stop gracefully rather than
+            # serve unsupervised.
+            log.warning("master is gone: stopping")
+            asyncio.get_running_loop().remove_reader(self.link.sock.fileno())
+            self._on_stop_signal()
