@@ -107,6 +107,11 @@ def test_reason_phrase_is_kept():
     assert exchange.events[0].reason == b"Not Here At All"
 
 
+def test_reason_phrase_may_hold_tabs_and_obs_text_rfc9112_4():
+    exchange = parse_response(b"GET", response(b"HTTP/1.1 200 \tOK \xe9t\xe9", b"Content-Length: 0"))
+    assert exchange.events[0].reason == b"\tOK \xe9t\xe9"
+
+
 @pytest.mark.parametrize(
     ("field", "framing", "keep_alive"),
     [
@@ -404,6 +409,8 @@ MALFORMED = {
     "obs-fold": response(b"HTTP/1.1 200 OK", b"X: a", b" b", b"Content-Length: 0"),
     "NUL in value": response(b"HTTP/1.1 200 OK", b"X: a\x00b", b"Content-Length: 0"),
     "bare LF": b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+    "NUL in reason": response(b"HTTP/1.1 200 O\x00K", b"Content-Length: 0"),
+    "VT in reason": response(b"HTTP/1.1 200 O\x0bK", b"Content-Length: 0"),
 }
 
 
@@ -414,7 +421,7 @@ def test_malformed_head_is_a_protocol_error(data):
     assert kinds(exchange.events) == ["failed"]
 
 
-@pytest.mark.parametrize("name", ["CL then TE", "two CL", "HTTP/2.0 status line", "NUL in value"])
+@pytest.mark.parametrize("name", ["CL then TE", "two CL", "HTTP/2.0 status line", "NUL in value", "VT in reason"])
 def test_malformed_head_response_to_head_is_a_protocol_error(name):
     failed_with(parse_response(b"HEAD", MALFORMED[name]), OriginProtocolError)
 

@@ -49,6 +49,9 @@ _SPECIAL_LENGTHS = frozenset({2, 7, 10, 14, 16, 17, 18, 19})
 _CORRELATION = frozenset({b"content-location", b"request-id"})
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})
 
+#: Bytes a reason phrase may hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text).
+_REASON_BYTES = bytes([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
+
 #: Raw bytes a response head may occupy while incomplete, as a multiple of
 #: the limit: a memory guard only.  The verdict on a complete head is its
 #: canonical size, so it never depends on how the head was split into reads.
@@ -342,6 +345,10 @@ class ResponseParser:
         headers = self._headers
         if len(headers) > self.max_header_count:
             raise OriginResponseTooLarge(f"response head has more than {self.max_header_count} fields")
+        if self._reason.translate(None, _REASON_BYTES):
+            # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
+            # llhttp lets controls through, and the reason is passed on.
+            raise OriginProtocolError("control character in the reason phrase")
         if self._head_run + self._feed_length > self.max_head_size:
             # Only a head that may be over the limit is measured, and by its
             # canonical size ("HTTP/1.1 200 " reason CRLF, "name:value" CRLF
