@@ -211,7 +211,14 @@ def _parse_workers(value: object) -> object:
 def _admin_address(value: object) -> object:
     if value == "off":
         return None
-    return _address_from_text(value)
+    if isinstance(value, str):
+        try:
+            return Address.parse(value)
+        except PydanticCustomError:
+            pass
+    # "off" is half of what this key takes: someone who wrote "disabled" or
+    # false wants the listener off, so the problem names both forms.
+    raise _problem(f'expected "off" or "host:port" (IPv6 in brackets: "[::1]:9901"), got {toml_repr(value)}')
 
 
 def _must_match(pattern: re.Pattern[str], expectation: str):
@@ -336,7 +343,7 @@ class ListenerSettings(BaseModel):
             # Load them now, so that a bad file is a config error at start or
             # reload rather than a failure when the listener opens.
             try:
-                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_certificate, self.tls_key)
+                self.tls_context()
             except (ssl.SSLError, OSError) as exc:
                 why = f"cannot load the certificate and key: {exc}"
                 raise _problems(type(self).__name__, [(("tls_certificate",), why, str(self.tls_certificate))])
@@ -345,6 +352,23 @@ class ListenerSettings(BaseModel):
     @property
     def is_tls(self) -> bool:
         return self.tls_certificate is not None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A new server context for this listener: TLS 1.2 or later (RFC 8996
+        deprecates 1.0 and 1.1), ALPN http/1.1 only."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.load_certificate(context)
+        context.set_alpn_protocols(["http/1.1"])
+        return context
+
+    def load_certificate(self, context: ssl.SSLContext) -> None:
+        """(Re)load the certificate and key into `context` (a reload serves a
+        renewed certificate to new connections)."""
+        # An empty pass phrase: without one, OpenSSL prompts on the terminal
+        # for an encrypted key and blocks the start; with it, an encrypted
+        # key is a clear load error (there is no pass phrase setting).
+        context.load_cert_chain(self.tls_certificate, self.tls_key, password=b"")
 
 
 class AdminSettings(BaseModel):
@@ -591,6 +615,15 @@ class Config(BaseModel):
             (("listener", index, "address"), why, str(addresses[index]))
             for index, why in _duplicate_listeners(addresses)
         ]
+        admin = self.admin.address
+        if admin is not None:
+            for index, address in enumerate(addresses):
+                if _same_socket(admin, address):
+                    # Both would bind it: refuse it now (and so in `check` and
+                    # on reload), not with EADDRINUSE half-way through a start.
+                    why = f'"{admin}" is also the address of listener[{index + 1}]'
+                    problems.append((("admin", "address"), why, str(admin)))
+                    break
         for index, route in enumerate(self.routes):
             if route.origin not in self.origins:
                 why = f"unknown origin {toml_repr(route.origin)}"
@@ -620,15 +653,36 @@ class Config(BaseModel):
 def _duplicate_listeners(addresses: Sequence[Address]) -> list[tuple[int, str]]:
     """(0-based index, problem) for each address listed before.  Port 0
     never repeats: each such listener gets its own free port."""
-    first: dict[tuple[str, int], int] = {}
     duplicates = []
     for index, address in enumerate(addresses):
-        if address.port == 0:
-            continue
-        key = (address.host.lower(), address.port)
-        if key in first:
-            why = f'duplicate listener address "{address}" (also listener[{first[key] + 1}])'
-            duplicates.append((index, why))
-        else:
-            first[key] = index
+        for earlier in range(index):
+            if _same_socket(address, addresses[earlier]):
+                why = f'duplicate listener address "{address}" (also listener[{earlier + 1}])'
+                duplicates.append((index, why))
+                break
     return duplicates
+
+
+def _same_socket(a: Address, b: Address) -> bool:
+    """Would binding both fail?  The same host and port, or a wildcard
+    ("0.0.0.0", "::") and an address of its family on the same port.
+    Port 0 never collides: each gets its own free port."""
+    if a.port == 0 or a.port != b.port:
+        return False
+    host_a, host_b = a.host.lower(), b.host.lower()
+    if host_a == host_b:
+        return True
+    family_a, family_b = _ip_family(host_a), _ip_family(host_b)
+    wildcard = host_a in _WILDCARDS or host_b in _WILDCARDS
+    return wildcard and family_a is not None and family_a == family_b
+
+
+#: The "any address" of each family: it takes the port on every address.
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+def _ip_family(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None  # a name: only an equal name is known to collide

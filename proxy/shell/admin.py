@@ -29,6 +29,10 @@ from proxy.shell.metrics import SnapshotCollector
 
 log = logging.getLogger("muxproxy.admin")
 
+#: Listen backlog of the admin listener: scrapers and health probes, a
+#: handful of connections at a time.
+ADMIN_BACKLOG = 128
+
 
 class Admin:
     def __init__(self, snapshot: Callable[[], dict], healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
@@ -40,7 +44,9 @@ class Admin:
 
     async def start(self, sock) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: AdminConnection(self), sock=sock)
+        # backlog= because create_server calls listen() again (100 by
+        # default); a few scrapers and probes need no more than this.
+        self.server = await loop.create_server(lambda: AdminConnection(self), sock=sock, backlog=ADMIN_BACKLOG)
 
     @property
     def address(self) -> tuple[str, int] | None:

@@ -124,7 +124,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        if len(server.connections) >= self.limits.max_client_connections:
+        if not server.admits_connection():
             log.warning("refusing connection: %d client connections open", len(server.connections))
             transport.abort()
             return

@@ -124,8 +124,14 @@ class Master:
             env[WORKER_FDS_ENV] = ",".join(f"{sock.fileno()}={name}" for sock, name in self.sockets)
             env[WORKER_CONTROL_ENV] = str(child.fileno())
             fds = [sock.fileno() for sock, _ in self.sockets] + [child.fileno()]
+            # A process group of its own: a terminal's Ctrl-C (SIGINT to the
+            # foreground group) reaches the master alone, which passes one
+            # SIGTERM on; were it to reach the workers too, they would count
+            # two signals and stop at once instead of gracefully.  A worker
+            # whose master dies stops by itself (its control socket closes).
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy", *self.argv, "--worker", env=env, pass_fds=fds, close_fds=True
+                sys.executable, "-m", "proxy", *self.argv, "--worker",
+                env=env, pass_fds=fds, close_fds=True, process_group=0,
             )
             child.close()
             parent.setblocking(False)

@@ -286,10 +286,17 @@ class MuxStream:
         self._flush_scheduled = False
         if self.ended:
             return
-        data = self.session.take_output()
+        session = self.session
+        data = session.take_output()
         if data:
             self.bytes_out += len(data)
             self.conn.write(self.encoder.encode(data))
+        if session.commands or session.has_output:
+            # Taking the output let the session parse further (it stops at
+            # max_in_flight answers not yet taken): run what that produced;
+            # its output leaves in the next iteration, so a long run of
+            # refused requests never holds the event loop.
+            self.run()
 
     def _end(self, close: bool) -> None:
         """The session is over: last bytes, last chunk, next request or close."""

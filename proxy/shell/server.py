@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
 import time
 
 from proxy.config import Config, ListenerSettings
@@ -38,6 +37,7 @@ from proxy.shell.metrics import Stats
 from proxy.shell.mux import MuxStream
 from proxy.shell.origin import OriginPool
 from proxy.shell.timers import TimerWheel
+from proxy.shell.tls import TlsListener
 
 log = logging.getLogger("muxproxy")
 
@@ -114,15 +114,6 @@ class Runtime:
         await asyncio.gather(*(upstream.close() for upstream in self.upstreams.values()))
 
 
-def tls_context(listener: ListenerSettings) -> ssl.SSLContext:
-    """A server TLS context for a listener: TLS 1.2 or later, ALPN http/1.1."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(listener.tls_certificate, listener.tls_key)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
 def listener_key(listener: ListenerSettings) -> tuple:
     """What identifies a listener across reloads (a TLS change reopens it)."""
     address = listener.address
@@ -151,7 +142,10 @@ class ProxyServer:
         self.runtime: Runtime | None = None
         self.access_log: AccessLog | None = None
         self.connections: set[ClientConnection] = set()
-        self.listeners: dict[tuple, asyncio.base_events.Server] = {}
+        #: Accepted TLS connections still in their handshake (tls.py): they
+        #: count against limits.max_client_connections too.
+        self.handshaking = 0
+        self.listeners: dict[tuple, asyncio.base_events.Server | TlsListener] = {}
         self.ready = False
         self.draining = False
         self.wheel: TimerWheel | None = None
@@ -172,7 +166,9 @@ class ProxyServer:
                 # A passed socket no listener claimed: the socket unit says
                 # to listen there, so it is served (plain HTTP).
                 log.warning("serving passed socket %r on %s, which no [[listener]] names", inherited.name, inherited.address)
-                server = await self.loop.create_server(lambda: ClientConnection(self), sock=inherited.sock)
+                server = await self.loop.create_server(
+                    lambda: ClientConnection(self), sock=inherited.sock, backlog=LISTEN_BACKLOG
+                )
                 self.listeners[("inherited", inherited.name, inherited.address)] = server
             self.inherited.clear()
         except BaseException:
@@ -191,8 +187,14 @@ class ProxyServer:
         for key, listener in wanted.items():
             if key not in self.listeners:
                 self.listeners[key] = await self._open(listener)
+            elif listener.is_tls:
+                self.listeners[key].reload_certificate(listener)
 
-    async def _open(self, listener: ListenerSettings) -> asyncio.base_events.Server:
+    def admits_connection(self) -> bool:
+        """Is there room for one more client connection?"""
+        return len(self.connections) + self.handshaking < self.config.limits.max_client_connections
+
+    async def _open(self, listener: ListenerSettings) -> asyncio.base_events.Server | TlsListener:
         address = listener.address
         sock = None
         for inherited in self.inherited:
@@ -202,9 +204,11 @@ class ProxyServer:
                 break
         if sock is None:
             sock = bind_listener(address.host, address.port, reuse_port=self.reuse_port, backlog=LISTEN_BACKLOG)
-        context = tls_context(listener) if listener.is_tls else None
-        proto = b"https" if context is not None else b"http"
-        return await self.loop.create_server(lambda: ClientConnection(self, proto=proto), sock=sock, ssl=context)
+        if listener.is_tls:
+            return TlsListener(self, sock, listener)
+        # backlog= again: create_server calls listen() itself, with 100 by
+        # default, which would undo bind_listener's (or systemd's) backlog.
+        return await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=LISTEN_BACKLOG)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

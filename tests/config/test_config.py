@@ -6,13 +6,22 @@ lines are the user interface of a configuration file.
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import sys
+import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from proxy.config import (
     Address,
+    AdminSettings,
     Config,
     LimitSettings,
     ListenerSettings,
@@ -53,6 +62,25 @@ def problems(text: str, base_dir: Path) -> list[str]:
 def with_key(section: str, key: str, value: str) -> str:
     """MINIMAL plus `key = value` (a TOML literal) in [section]."""
     return f"{MINIMAL}\n[{section}]\n{key} = {value}\n"
+
+
+def write_tls_pair(ca: trustme.CA, certificate: Path, key: Path) -> None:
+    """A PEM chain for "localhost" and its key, issued by `ca`, at these paths."""
+    issued = ca.issue_cert("localhost", "127.0.0.1")
+    for path in (certificate, key):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    certificate.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+
+
+def tls_listener(certificate: str | None, key: str | None) -> str:
+    """MINIMAL plus one [[listener]] with these TLS keys (None: left out)."""
+    lines = ["[[listener]]", 'address = "127.0.0.1:0"']
+    if certificate is not None:
+        lines.append(f"tls_certificate = {certificate}")
+    if key is not None:
+        lines.append(f"tls_key = {key}")
+    return MINIMAL + "\n" + "\n".join(lines) + "\n"
 
 
 # --- Defaults and the shipped files -------------------------------------------
@@ -120,12 +148,15 @@ def test_example_file_loads_and_states_the_real_defaults(monkeypatch: pytest.Mon
     config = load_config("conf/muxproxy.toml")
     assert config.source == "conf/muxproxy.toml"
     # The example sets every key; where it claims a default, it must be one.
-    assert (config.server, config.mux, config.limits, config.log) == (
+    assert (config.server, config.mux, config.admin, config.limits, config.log) == (
         ServerSettings(),
         MuxSettings(),
+        AdminSettings(),
         LimitSettings(),
         LogSettings(),
     )
+    # Its only active listener is the default one, plain HTTP.
+    assert config.listeners == (ListenerSettings(address=Address(host="127.0.0.1", port=8080)),)
     app, demo = config.origins["app"], config.origins["demo"]
     assert app == OriginSettings(servers=app.servers)
     assert demo.directory == (REPO / "proxy" / "demo").resolve()
@@ -134,18 +165,46 @@ def test_example_file_loads_and_states_the_real_defaults(monkeypatch: pytest.Mon
     assert (second.origin, second.path) == ("demo", "/")
 
 
-def test_example_file_and_reference_cover_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def with_tls_example_enabled(example: str) -> str:
+    """The example file with its commented-out TLS [[listener]] switched on:
+    the block of "# " lines from "# [[listener]]" on, one "# " removed from
+    each (so "# # why" stays a comment)."""
+    lines = example.splitlines()
+    start = lines.index("# [[listener]]")
+    end = start
+    while end < len(lines) and lines[end].startswith("# "):
+        end += 1
+    return "\n".join(lines[:start] + [line[2:] for line in lines[start:end]] + lines[end:]) + "\n"
+
+
+def test_example_file_and_reference_cover_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     config = load_config("conf/muxproxy.toml")
     app, demo = config.origins["app"], config.origins["demo"]
-    sections = [config.server, config.mux, config.limits, config.log, config.routes[0], config.listeners[0]]
+    sections = [config.server, config.mux, config.admin, config.limits, config.log, config.routes[0]]
     for section in sections:
         assert section.model_fields_set == set(type(section).model_fields), type(section).__name__
     assert app.model_fields_set | demo.model_fields_set == set(OriginSettings.model_fields)
 
+    # TLS keys name files the example cannot ship (and TOML has no null), so
+    # the example shows them in a commented-out listener.  That block must be
+    # a valid listener setting every key once switched on and given files.
+    text = with_tls_example_enabled((REPO / "conf" / "muxproxy.toml").read_text(encoding="utf-8"))
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "proxy").symlink_to(REPO / "proxy")  # for directory = "../proxy/demo"
+    (tmp_path / "conf" / "muxproxy.toml").write_text(text, encoding="utf-8")
+    tls_table = tomllib.loads(text)["listener"][1]
+    write_tls_pair(trustme.CA(), tmp_path / "conf" / tls_table["tls_certificate"],
+                   tmp_path / "conf" / tls_table["tls_key"])
+    enabled = load_config(tmp_path / "conf" / "muxproxy.toml")
+    plain, tls = enabled.listeners
+    assert plain == config.listeners[0] and not plain.is_tls
+    assert tls.is_tls and tls.model_fields_set == set(ListenerSettings.model_fields)
+    assert tls.tls_certificate == (tmp_path / "conf" / tls_table["tls_certificate"]).resolve()
+
     reference = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    models = [ServerSettings, ListenerSettings, MuxSettings, LimitSettings, LogSettings, OriginSettings,
-              RouteSettings]
+    models = [ServerSettings, ListenerSettings, MuxSettings, AdminSettings, LimitSettings, LogSettings,
+              OriginSettings, RouteSettings]
     for model in models:
         for key in model.model_fields:
             assert f"| `{key}` |" in reference, f"{model.__name__}.{key} is not in docs/configuration.md"
@@ -290,6 +349,287 @@ def test_server_name_rejects_non_tokens(name: str, tmp_path: Path) -> None:
     assert problems(with_key("server", "name", f'"{name}"'), tmp_path) == [
         f'test.toml: server.name: expected an RFC 8941 token (a letter or "*" first), got "{name}"'
     ]
+
+
+# --- [server] workers and shutdown_timeout ----------------------------------------
+
+WORKERS_PROBLEM = 'expected "auto" or a number of worker processes (1 to 256), got'
+
+
+def test_workers_auto_is_one_per_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for text in (MINIMAL, with_key("server", "workers", '"auto"')):
+        server = parse(text, tmp_path).server
+        assert server.workers == "auto" and server.worker_count == os.cpu_count()
+    # Counted when asked, not when parsed; a platform that cannot tell gets one.
+    server = parse(MINIMAL, tmp_path).server
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    assert server.worker_count == 12
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert server.worker_count == 1
+
+
+@pytest.mark.parametrize("count", [1, 2, 256])
+def test_workers_accepts_1_to_256(count: int, tmp_path: Path) -> None:
+    server = parse(with_key("server", "workers", str(count)), tmp_path).server
+    assert (server.workers, server.worker_count) == (count, count)
+
+
+@pytest.mark.parametrize(
+    ("literal", "shown"),
+    [("0", "0"), ("257", "257"), ("-1", "-1"), ('"many"', '"many"'), ("true", "true"), ("false", "false"),
+     ('"4"', '"4"'), ('"AUTO"', '"AUTO"'), ('""', '""'), ("2.0", "2.0"), ("[2]", "an array")],
+)
+def test_workers_rejects(literal: str, shown: str, tmp_path: Path) -> None:
+    assert problems(with_key("server", "workers", literal), tmp_path) == [
+        f"test.toml: server.workers: {WORKERS_PROBLEM} {shown}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("literal", "seconds"), [("10", 10.0), ("0.5", 0.5), ('"45s"', 45.0), ('"1.5m"', 90.0), ('"250ms"', 0.25)]
+)
+def test_shutdown_timeout_accepts(literal: str, seconds: float, tmp_path: Path) -> None:
+    assert parse(MINIMAL, tmp_path).server.shutdown_timeout == 30.0
+    assert parse(with_key("server", "shutdown_timeout", literal), tmp_path).server.shutdown_timeout == seconds
+
+
+@pytest.mark.parametrize(
+    ("literal", "problem"),
+    [
+        ("0", "expected a duration greater than 0 (0 has no meaning here)"),
+        ('"0s"', "expected a duration greater than 0 (0 has no meaning here)"),
+        ('"30"', 'expected a duration like "15s" or a number of seconds, got "30"'),
+        ("-5", 'expected a duration like "15s" or a number of seconds, got -5'),
+        ('"forever"', 'expected a duration like "15s" or a number of seconds, got "forever"'),
+    ],
+)
+def test_shutdown_timeout_rejects(literal: str, problem: str, tmp_path: Path) -> None:
+    assert problems(with_key("server", "shutdown_timeout", literal), tmp_path) == [
+        f"test.toml: server.shutdown_timeout: {problem}"
+    ]
+
+
+def test_server_problems_are_reported_together(tmp_path: Path) -> None:
+    text = f'{MINIMAL}\n[server]\nworkers = 0\nshutdown_timeout = "soon"\nthreads = 4\n'
+    assert problems(text, tmp_path) == [
+        f"test.toml: server.workers: {WORKERS_PROBLEM} 0",
+        'test.toml: server.shutdown_timeout: expected a duration like "15s" or a number of seconds, got "soon"',
+        "test.toml: server.threads: unknown key",
+    ]
+
+
+# --- [admin] --------------------------------------------------------------------------
+
+
+def test_admin_address_default_off_and_values(tmp_path: Path) -> None:
+    assert parse(MINIMAL, tmp_path).admin.address == Address(host="127.0.0.1", port=9901)
+    assert parse(with_key("admin", "address", '"off"'), tmp_path).admin.address is None
+    assert parse(with_key("admin", "address", '"[::1]:9901"'), tmp_path).admin.address == Address(
+        host="::1", port=9901
+    )
+    # Port 0 picks a free port, as for listeners (the tests use it).
+    assert parse(with_key("admin", "address", '"127.0.0.1:0"'), tmp_path).admin.address == Address(
+        host="127.0.0.1", port=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("literal", "shown"),
+    [('"9901"', '"9901"'), ('"::1:9901"', '"::1:9901"'), ('"localhost:65536"', '"localhost:65536"'),
+     ('"[::1]"', '"[::1]"'), ('""', '""'), ('"Off"', '"Off"'), ("9901", "9901"), ("false", "false"),
+     ("{}", "a table")],
+)
+def test_admin_address_rejects(literal: str, shown: str, tmp_path: Path) -> None:
+    # One line naming the key and the value as written; what "expected ..."
+    # says is test_admin_address_problem_names_off's business.
+    [line] = problems(with_key("admin", "address", literal), tmp_path)
+    assert line.startswith("test.toml: admin.address: expected ") and line.endswith(f", got {shown}"), line
+
+
+@pytest.mark.parametrize("literal", ['"disabled"', "false"])
+def test_admin_address_problem_names_off(literal: str, tmp_path: Path) -> None:
+    # "off" is half of what admin.address accepts, so a refusal must say so,
+    # as workers names "auto" and log.access names "off": someone who writes
+    # "disabled" or false is trying to turn the listener off.
+    [line] = problems(with_key("admin", "address", literal), tmp_path)
+    assert line.startswith("test.toml: admin.address: expected ") and '"off"' in line, line
+
+
+def test_admin_address_may_not_be_a_listener_address(tmp_path: Path) -> None:
+    # Both would bind it, so this can never start: validation (and so
+    # `muxproxy check` and a reload) must refuse it, as it refuses two equal
+    # listeners, rather than the start failing with EADDRINUSE once the proxy
+    # listener is already open.
+    text = f'{MINIMAL}\n[[listener]]\naddress = "127.0.0.1:9000"\n[admin]\naddress = "127.0.0.1:9000"\n'
+    lines = problems(text, tmp_path)
+    assert len(lines) == 1 and lines[0].startswith("test.toml: admin.address: "), lines
+    assert "listener[1]" in lines[0], lines
+    # Port 0 never collides, as between listeners.
+    text = f'{MINIMAL}\n[[listener]]\naddress = "127.0.0.1:0"\n[admin]\naddress = "127.0.0.1:0"\n'
+    assert parse(text, tmp_path).admin.address == Address(host="127.0.0.1", port=0)
+
+
+def test_admin_unknown_key(tmp_path: Path) -> None:
+    assert problems(with_key("admin", "port", "9901"), tmp_path) == ["test.toml: admin.port: unknown key"]
+
+
+# --- [[listener]] TLS ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def test_tls_listener_loads_both_files_relative_to_the_config(tmp_path: Path, tls_ca: trustme.CA) -> None:
+    write_tls_pair(tls_ca, tmp_path / "tls" / "chain.pem", tmp_path / "tls" / "key.pem")
+    config = parse(tls_listener('"tls/chain.pem"', '"tls/key.pem"'), tmp_path)
+    [listener] = config.listeners
+    assert listener.is_tls
+    assert listener.tls_certificate == (tmp_path / "tls" / "chain.pem").resolve()
+    assert listener.tls_key == (tmp_path / "tls" / "key.pem").resolve()
+    # Absolute paths are taken as they are.
+    config = parse(tls_listener(f'"{tmp_path}/tls/chain.pem"', f'"{tmp_path}/tls/key.pem"'), tmp_path)
+    assert config.listeners[0].tls_certificate == (tmp_path / "tls" / "chain.pem").resolve()
+    assert not parse(tls_listener(None, None), tmp_path).listeners[0].is_tls
+
+
+def test_plain_and_tls_listeners_side_by_side(tmp_path: Path, tls_ca: trustme.CA) -> None:
+    write_tls_pair(tls_ca, tmp_path / "chain.pem", tmp_path / "key.pem")
+    text = tls_listener('"chain.pem"', '"key.pem"') + '[[listener]]\naddress = "127.0.0.1:8080"\n'
+    assert [listener.is_tls for listener in parse(text, tmp_path).listeners] == [True, False]
+
+
+def test_tls_needs_both_keys_and_names_the_missing_one(tmp_path: Path, tls_ca: trustme.CA) -> None:
+    write_tls_pair(tls_ca, tmp_path / "chain.pem", tmp_path / "key.pem")
+    assert problems(tls_listener('"chain.pem"', None), tmp_path) == [
+        "test.toml: listener[1].tls_key: TLS needs both tls_certificate and tls_key"
+    ]
+    assert problems(tls_listener(None, '"key.pem"'), tmp_path) == [
+        "test.toml: listener[1].tls_certificate: TLS needs both tls_certificate and tls_key"
+    ]
+
+
+def test_tls_file_that_does_not_exist(tmp_path: Path, tls_ca: trustme.CA) -> None:
+    write_tls_pair(tls_ca, tmp_path / "chain.pem", tmp_path / "key.pem")
+    missing = (tmp_path / "tls" / "missing.pem").resolve()
+    assert problems(tls_listener('"tls/missing.pem"', '"key.pem"'), tmp_path) == [
+        f'test.toml: listener[1].tls_certificate: no such file: "{missing}"'
+    ]
+    assert problems(tls_listener('"chain.pem"', '"tls/missing.pem"'), tmp_path) == [
+        f'test.toml: listener[1].tls_key: no such file: "{missing}"'
+    ]
+    # A directory is not a file either; both keys are reported at once.
+    (tmp_path / "tls").mkdir()
+    assert problems(tls_listener('"tls"', '"tls/missing.pem"'), tmp_path) == [
+        f'test.toml: listener[1].tls_certificate: no such file: "{(tmp_path / "tls").resolve()}"',
+        f'test.toml: listener[1].tls_key: no such file: "{missing}"',
+    ]
+
+
+@pytest.mark.parametrize(("literal", "shown"), [('""', '""'), ("443", "443"), ('["a.pem"]', "an array")])
+def test_tls_file_must_be_a_path(literal: str, shown: str, tmp_path: Path, tls_ca: trustme.CA) -> None:
+    write_tls_pair(tls_ca, tmp_path / "chain.pem", tmp_path / "key.pem")
+    assert problems(tls_listener(literal, '"key.pem"'), tmp_path) == [
+        f"test.toml: listener[1].tls_certificate: expected a file path, got {shown}"
+    ]
+
+
+CANNOT_LOAD = "test.toml: listener[1].tls_certificate: cannot load the certificate and key: "
+
+
+@pytest.mark.parametrize(
+    ("certificate", "key"),
+    [
+        ("key.pem", "key.pem"),  # a key where the certificate belongs
+        ("garbage.pem", "garbage.pem"),
+        ("chain.pem", "garbage.pem"),
+        ("chain.pem", "chain.pem"),  # a certificate where the key belongs
+        ("chain.pem", "other-key.pem"),  # a key, but not this certificate's
+        ("empty.pem", "key.pem"),
+    ],
+)
+def test_tls_files_that_are_not_a_certificate_and_its_key(
+    certificate: str, key: str, tmp_path: Path, tls_ca: trustme.CA
+) -> None:
+    write_tls_pair(tls_ca, tmp_path / "chain.pem", tmp_path / "key.pem")
+    write_tls_pair(tls_ca, tmp_path / "other-chain.pem", tmp_path / "other-key.pem")
+    (tmp_path / "garbage.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    (tmp_path / "empty.pem").write_bytes(b"")
+    [line] = problems(tls_listener(f'"{certificate}"', f'"{key}"'), tmp_path)
+    # The rest is OpenSSL's own reason ("[SSL] PEM lib", "key values mismatch").
+    assert line.startswith(CANNOT_LOAD), line
+
+
+def test_tls_files_are_checked_at_every_load(tmp_path: Path, tls_ca: trustme.CA) -> None:
+    # Validation is what a reload runs: a file broken since the last load is
+    # a config error then, not a listener failing later.
+    write_tls_pair(tls_ca, tmp_path / "chain.pem", tmp_path / "key.pem")
+    text = tls_listener('"chain.pem"', '"key.pem"')
+    assert parse(text, tmp_path).listeners[0].is_tls
+    (tmp_path / "key.pem").write_bytes(b"truncated\n")
+    [line] = problems(text, tmp_path)
+    assert line.startswith(CANNOT_LOAD), line
+
+
+def test_encrypted_key_is_refused_without_prompting_for_a_pass_phrase(tmp_path: Path, tls_ca: trustme.CA) -> None:
+    # A config check must never wait for someone at a terminal: `muxproxy`
+    # run from a shell, or a reload, would hang on "Enter PEM pass phrase:".
+    # The check runs in a child whose controlling terminal is a pty we watch.
+    write_tls_pair(tls_ca, tmp_path / "chain.pem", tmp_path / "key.pem")
+    plain_key = serialization.load_pem_private_key((tmp_path / "key.pem").read_bytes(), password=None)
+    (tmp_path / "key.pem").write_bytes(
+        plain_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from pathlib import Path
+        os.close(os.open(sys.argv[1], os.O_RDWR))  # after setsid: our controlling terminal
+        from proxy.config import parse_config_text
+        from proxy.errors import ConfigError
+        try:
+            parse_config_text(sys.argv[2], "test.toml", Path(sys.argv[3]))
+        except ConfigError as exc:
+            print(exc)
+        else:
+            print("loaded")
+        """
+    )
+    master, slave = os.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, os.ttyname(slave), tls_listener('"chain.pem"', '"key.pem"'),
+             str(tmp_path)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        os.close(slave)
+        slave = -1
+        try:
+            out, err = child.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+        terminal = b""
+        while select.select([master], [], [], 0)[0]:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child's side is closed
+                break
+            if not data:
+                break
+            terminal += data
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert terminal == b"" and child.returncode == 0, (terminal, err.decode()[-500:])
+    assert out.decode().startswith(CANNOT_LOAD), out
 
 
 def test_log_settings(tmp_path: Path) -> None:
@@ -461,6 +801,19 @@ def test_duplicate_listener(tmp_path: Path) -> None:
         'test.toml: listener[3].address: duplicate listener address "[::1]:8080" (also listener[1])',
         'test.toml: listener[4].address: duplicate listener address "localhost:8080" (also listener[2])',
     ]
+
+
+def test_a_wildcard_listener_collides_with_an_address_of_its_family(tmp_path: Path) -> None:
+    # Binding 0.0.0.0:8080 takes port 8080 on every IPv4 address, so a second
+    # listener on 127.0.0.1:8080 could never open; "::" is bound IPv6-only,
+    # so it leaves IPv4 alone.
+    text = f'{MINIMAL}\n[[listener]]\naddress = "0.0.0.0:8080"\n[[listener]]\naddress = "[::]:8080"\n'
+    text += '[[listener]]\naddress = "127.0.0.1:8080"\n[[listener]]\naddress = "[::1]:8080"\n'
+    assert problems(text, tmp_path) == [
+        'test.toml: listener[3].address: duplicate listener address "127.0.0.1:8080" (also listener[1])',
+        'test.toml: listener[4].address: duplicate listener address "[::1]:8080" (also listener[2])',
+    ]
+    assert len(parse(text.split("[[listener]]\naddress = \"127")[0], tmp_path).listeners) == 2
 
 
 def test_port_zero_listeners_never_collide(tmp_path: Path) -> None:

@@ -63,15 +63,35 @@ class Transcript:
         self.head_ids = set(head_ids)
         self.reader = MuxReader(lambda r: r.request_id in self.head_ids, gzip=gzip_response)
 
+        self.taken: list[bytes] = []  # output the "shell" took, not yet read
+
+    def settle(self) -> list:
+        """Do what the shell does after every event: run the commands and
+        take the output, again while taking it lets the session go on."""
+        commands = []
+        while True:
+            commands += self.session.take_commands()
+            data = self.session.take_output()
+            if data:
+                self.taken.append(data)
+            if not self.session.commands:
+                return commands
+
     def send(self, data: bytes) -> list:
         self.session.receive_data(data)
-        return self.session.take_commands()
+        return self.settle()
 
     def forwarded(self, commands) -> dict[int, ForwardRequest]:
         return {c.stream_id: c for c in commands if isinstance(c, ForwardRequest)}
 
+    def take(self) -> bytes:
+        """All output so far that the test has not looked at."""
+        data = b"".join(self.taken) + self.session.take_output()
+        self.taken.clear()
+        return data
+
     def responses(self):
-        return self.reader.feed(self.session.take_output())
+        return self.reader.feed(self.take())
 
     def respond(self, stream_id: int, status=200, body=b"", headers=(), framing=None):
         headers = list(headers)
@@ -83,7 +103,7 @@ class Transcript:
         if body:
             self.session.response_data(stream_id, body)
         self.session.response_ended(stream_id)
-        return self.session.take_commands()
+        return self.settle()
 
 
 def get(target: str, request_id: str | None = None, extra: str = "") -> bytes:
@@ -220,11 +240,11 @@ def test_large_response_streams_as_inner_chunked_and_holds_the_stream():
     t.session.response_started(1, head)
     t.session.response_data(1, b"0123456789ABCDEF")  # over the limit: committed at once
     t.respond(2, body=b"tiny")  # completes meanwhile, must wait
-    first = t.session.take_output()
+    first = t.take()
     assert b"Transfer-Encoding: chunked" in first and b"tiny" not in first
     t.session.response_data(1, b"more")
     t.session.response_ended(1)
-    got = t.reader.feed(first + t.session.take_output())
+    got = t.reader.feed(first + t.take())
     assert [(r.request_id, r.body, r.chunked) for r in got] == [
         ("big", b"0123456789ABCDEFmore", True),
         ("small", b"tiny", False),
@@ -470,6 +490,36 @@ def test_unparsed_input_waits_beyond_one_slice():
     assert total == 2000
 
 
+def test_refused_requests_stop_parsing_until_their_answers_are_taken():
+    # Refusals take no origin slot, so the in-flight mark cannot bound them:
+    # answers the client has not been given yet do.  One read of 2,000
+    # refused requests must not become 2,000 error responses at once.
+    t = Transcript(max_in_flight=4)
+    refused = get("/_mux")  # an inner request to the endpoint itself: 400
+    t.session.receive_data(refused * 2000)
+    first = t.session.take_output()
+    answers = first.count(b"HTTP/1.1 400 ")
+    assert 4 <= answers <= 4 + FEED_SLICE // len(refused) + 1
+    assert PauseReading() in t.session.take_commands()  # the rest of the read waits
+    total = answers
+    while total < 2000:
+        data = t.session.take_output()  # the shell took them: parsing goes on
+        assert data, "parsing stalled"
+        total += data.count(b"HTTP/1.1 400 ")
+    assert total == 2000
+    assert ResumeReading() in t.session.take_commands()
+
+
+def test_nothing_is_parsed_while_the_client_does_not_read():
+    t = Transcript(max_in_flight=4)
+    t.session.outer_writable(False)
+    t.send(get("/_mux") * 100)
+    assert len(t.session.streams) == 0 and t.take() == b""
+    t.session.outer_writable(True)
+    t.settle()
+    assert t.take().count(b"HTTP/1.1 400 ") == 100
+
+
 def test_held_request_bodies_pause_reading():
     t = Transcript(max_stream_buffer=3000, max_in_flight=100)
     body = b"x" * 1000
@@ -564,14 +614,14 @@ def test_gzip_output_is_decodable_after_every_take_and_finished_at_the_end():
     t = Transcript(gzip_response=True)
     t.send(get("/a", "a") + get("/b", "b"))
     t.respond(1, body=b"first")
-    first = t.session.take_output()
+    first = t.take()
     (response,) = t.reader.feed(first)  # decodable on its own: sync-flushed
     assert response.body == b"first"
     t.respond(2, body=b"second")
-    second = t.session.take_output()
+    second = t.take()
     t.session.receive_end()
     t.session.take_commands()
-    tail = t.session.take_output()
+    tail = t.take()
     assert gzip.decompress(first + second + tail).count(b"HTTP/1.1 200") == 2
 
 
@@ -619,6 +669,16 @@ def test_inner_head_trickled_in_is_cut_off_at_the_header_deadline():
     # The request before it is still answered, then the stream ends.
     commands = t.respond(1, body=b"ok")
     assert EndOuter(close=True) in commands
+
+
+def test_an_inner_head_cut_off_after_its_request_line_gets_a_tagged_408():
+    t = Transcript(header_timeout=10.0, heartbeat=0)
+    t.send(b"GET /slow?q=1 HTTP/1.1\r\nRequest-Id: s1\r\nX-Pad: ")
+    t.clock.now += 10.5
+    t.session.on_timer()
+    (timeout,) = t.responses()
+    assert timeout.status == 408
+    assert (timeout.content_location, timeout.request_id) == ("/slow?q=1", "s1")
 
 
 def test_head_deadline_resets_for_each_inner_head():

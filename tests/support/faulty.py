@@ -196,6 +196,27 @@ class ScriptedOrigin:
     /drip?ms=M&count=C     chunked; C chunks "drip\\n", one every M ms
     /echo                  200 with JSON {method, target, headers, body (latin-1)}
     /close-after-response  200 "ok" keep-alive, then see `_serve` for the next request
+    /echo-after?ms=N       /echo, after N ms
+    /mirror?framing=F      200 whose body is the request body verbatim, framed by
+                           F = length (default), chunked or close (then close)
+    /tagged?size=N&chunked=1&status=S&interim=K
+                           status S (default 200) with the origin's own
+                           Content-Location and Request-Id fields (several
+                           spellings), then N bytes of big_body (default 2),
+                           Content-Length or chunked (with the same fields again
+                           as trailer fields); no body for HEAD/204/304.  First K
+                           interim responses (103 Early Hints, default 0) that
+                           carry those fields too
+    /late?ms=N             200 "ok" keep-alive; N ms later (default 100), with
+                           no request outstanding, an unsolicited complete
+                           response "late response" (X-Late: yes); counted in
+                           `late_responses`; then reads the next request as usual
+    /bodiless-with-body?status=S
+                           a response that has no body (status S = 204 or 304, or
+                           any status to a HEAD request) followed, in the same
+                           write, by bytes that form a complete response
+                           ("smuggled", X-Smuggled: yes); then keeps the connection
+                           open: a reuse would hand them to the next request
     anything else          404
 
     Every response carries `X-Origin: <name>` and `X-Origin-Connection: <n>`
@@ -213,6 +234,8 @@ class ScriptedOrigin:
         self._accepting = threading.Event()
         self._connections: list[_Connection] = []
         self.requests: list[RecordedRequest] = []
+        #: Unsolicited responses /late has written so far.
+        self.late_responses = 0
 
     def __repr__(self) -> str:
         return (
@@ -456,6 +479,73 @@ class ScriptedOrigin:
         if path == "/close-after-response":
             connection.doomed = True
             sock.sendall(_response(200, b"ok", tag))
+            return KEEP
+        if path == "/echo-after":
+            if stop.wait(int(query.get("ms", "0")) / 1000):
+                return CLOSE
+            document = {
+                "method": method,
+                "target": target,
+                "headers": [[name, value] for name, value in headers],
+                "body": body.decode("latin-1"),
+            }
+            data = json.dumps(document).encode()
+            sock.sendall(_response(200, data, tag + [("Content-Type", "application/json")]))
+            return KEEP
+        if path == "/mirror":
+            framing = query.get("framing", "length")
+            if framing == "chunked":
+                data = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+                sock.sendall(_response(200, data, tag + [("Transfer-Encoding", "chunked")], length=False))
+                return KEEP
+            if framing == "close":
+                sock.sendall(_response(200, body, tag, length=False))
+                sock.shutdown(socket.SHUT_WR)
+                return CLOSE
+            sock.sendall(_response(200, body, tag))
+            return KEEP
+        if path == "/tagged":
+            status = int(query.get("status", "200"))
+            own = [
+                ("Content-Location", "/set-by-origin"),
+                ("Request-Id", "set-by-origin"),
+                ("request-id", "set-by-origin-lower"),
+                ("CONTENT-LOCATION", "/set-by-origin-upper"),
+            ]
+            interim = b"".join(
+                _response(103, b"", own + [("Link", "</style.css>; rel=preload")], length=False)
+                for _ in range(int(query.get("interim", "0")))
+            )
+            if interim:
+                sock.sendall(interim)
+            if method == "HEAD" or status in (204, 304):
+                length = [] if status == 204 else [("Content-Length", query.get("size", "2"))]
+                sock.sendall(_response(status, b"", tag + own + length, length=False))
+                return KEEP
+            data = big_body(int(query.get("size", "2")))
+            if query.get("chunked") == "1":
+                trailer = "".join(f"{name}: {value}\r\n" for name, value in own).encode("latin-1")
+                chunked = (b"%x\r\n%b\r\n" % (len(data), data) if data else b"") + b"0\r\n" + trailer + b"\r\n"
+                sock.sendall(_response(status, chunked, tag + own + [("Transfer-Encoding", "chunked")], length=False))
+            else:
+                sock.sendall(_response(status, data, tag + own))
+            return KEEP
+        if path == "/late":
+            sock.sendall(_response(200, b"ok", tag))
+            if stop.wait(int(query.get("ms", "100")) / 1000):
+                return CLOSE
+            late = _response(200, b"late response", [("X-Origin", self.name), ("X-Late", "yes")])
+            try:
+                sock.sendall(late)
+            finally:
+                with self._lock:
+                    self.late_responses += 1
+            return KEEP
+        if path == "/bodiless-with-body":
+            status = int(query.get("status", "200"))
+            smuggled = _response(200, b"smuggled", [("X-Origin", self.name), ("X-Smuggled", "yes")])
+            head = _response(status, b"", tag + [("Content-Length", str(len(smuggled)))], length=False)
+            sock.sendall(head + smuggled)
             return KEEP
         sock.sendall(_response(404, b"no such behaviour", tag))
         return KEEP

@@ -209,6 +209,7 @@ class MuxSession:
         "_pumping",
         "_reading",
         "_ready",
+        "_left_untaken",
         "_unparsed",
         "client",
         "clock",
@@ -268,6 +269,12 @@ class MuxSession:
         # Empty tuples until used: an idle stream should not pay for lists.
         self._pending: list[InnerStream] | tuple = ()  # QUEUED streams
         self._ready: list[InnerStream] | tuple = ()  # READY / STREAM_WAITING, completion order
+        # Responses written to _out since the shell last took it: with the
+        # ready ones they are answers the client has not been given yet,
+        # and parsing stops while there are max_in_flight of them (a flood
+        # of refused requests costs no origin slot, so the in-flight mark
+        # alone would let one read turn into any number of error responses).
+        self._left_untaken = 0
         self._committed: InnerStream | None = None  # the STREAMING one
         self._dispatched = 0
         self._held_request_bytes = 0
@@ -473,6 +480,8 @@ class MuxSession:
             if committed is not None:
                 self._resume_origin(committed)
             self._emit()
+            if self._unparsed or self._compressed:
+                self._pump()  # it stopped while the client's socket was full
         elif committed is not None:
             self._pause_origin(committed)
         self._update_reading()
@@ -531,7 +540,15 @@ class MuxSession:
         if self._head_since is not None and not self._input_abandoned:
             due = self._head_since + limits.header_timeout
             if now >= due:
-                self._lose_framing(HeadTimeout(f"inner request head not complete within {limits.header_timeout:g}s"))
+                error = HeadTimeout(f"inner request head not complete within {limits.header_timeout:g}s")
+                # Tagged like any framing error when the request line (and
+                # maybe a Request-Id) already arrived: the client can tell
+                # which request was cut off.
+                cut = self._parser.unfinished() if self._parser is not None else None
+                if cut is not None and cut.target is not None:
+                    self._on_parse_failed(ParseFailed(error, cut.head, cut.target, cut.headers))
+                else:
+                    self._lose_framing(error)
                 self._update_reading()
                 return 0.0
             delays.append(due - now)
@@ -556,6 +573,14 @@ class MuxSession:
             else:
                 data = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
         self.last_output_at = self.clock()
+        if self._left_untaken:
+            self._left_untaken = 0
+            if self._unparsed or self._compressed:
+                # Parsing stopped for the answers just taken: go on.  What it
+                # produces is taken next time (has_output, commands).
+                self._pump()
+            if not self._reading:
+                self._update_reading()
         return data
 
     @property
@@ -588,12 +613,7 @@ class MuxSession:
             parser = self._parser
             if parser is None:
                 parser = self._parser = self._new_parser()
-            limits = self.limits
-            while (
-                not self._input_abandoned
-                and self._dispatched + len(self._pending) < limits.max_in_flight
-                and self._held_request_bytes < limits.max_stream_buffer
-            ):
+            while not self._input_abandoned and self._may_parse():
                 if not self._unparsed:
                     if not self._compressed or not self._inflate():
                         break
@@ -641,9 +661,16 @@ class MuxSession:
         return bool(data)
 
     def _may_parse(self) -> bool:
+        """Is there room to parse another inner request?  Requests in flight
+        or queued, answers not yet given to the client, and held request
+        bodies are all bounded; and nothing is parsed while the client's
+        socket is full (the answers could only pile up)."""
+        limits = self.limits
         return (
-            self._dispatched + len(self._pending) < self.limits.max_in_flight
-            and self._held_request_bytes < self.limits.max_stream_buffer
+            self._dispatched + len(self._pending) < limits.max_in_flight
+            and len(self._ready) + self._left_untaken < limits.max_in_flight
+            and self._held_request_bytes < limits.max_stream_buffer
+            and self._outer_writable
         )
 
     def _on_body(self, data: bytes) -> None:
@@ -840,6 +867,7 @@ class MuxSession:
 
     def _response_left(self, stream: InnerStream, final: bool) -> None:
         """A response of `stream` has been written out completely."""
+        self._left_untaken += 1
         if self._paused_origins:
             self._paused_origins.pop(stream.stream_id, None)
         if not final:
