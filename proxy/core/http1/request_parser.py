@@ -26,7 +26,11 @@ inside it are a memory guard (`HEAD_GUARD_FACTOR`): what httptools can hold
 for one head is bounded by that plus one read.  Only a head padded with more
 whitespace than `HEAD_GUARD_FACTOR` times the limit can meet the guard while
 its canonical size would pass; it is then refused, as a head that trickles in
-that much padding deserves.
+that much padding deserves.  That is also the one verdict that can depend
+on where reads end: such a head with a syntax error past the guard is a 431
+when a read ends inside the head, a 400 when one read holds all of it.
+Both lose the framing at the same message, so nothing else differs.  (The
+field count, by contrast, is checked per field: `on_header`.)
 """
 
 from __future__ import annotations
@@ -172,6 +176,7 @@ class RequestParser:
     __slots__ = (
         "max_head_size",
         "max_header_count",
+        "_field_cap",
         "require_host",
         "_parser",
         "_events",
@@ -184,6 +189,7 @@ class RequestParser:
         "_feed_length",
         "_error_reason",
         "_progress",
+        "_begun",
         "_head_seen",
         "_head_run",
         "_framing_run",
@@ -201,6 +207,8 @@ class RequestParser:
         self.keep_head = keep_head
         self.max_head_size = max_head_size
         self.max_header_count = max_header_count
+        #: Fields (head or trailers) past which parsing stops altogether.
+        self._field_cap = max_header_count * HEAD_DISCARD_FACTOR
         self.require_host = require_host
         self._parser = httptools.HttpRequestParser(self)
         # Connection: close and HTTP/1.0 are decided by the connection layer
@@ -219,6 +227,7 @@ class RequestParser:
         self._feed_length = 0
         self._error_reason = ""
         self._progress = 0  # bumped by callbacks that show a body is moving
+        self._begun = 0  # messages begun, to tell one head from the next
         self._head_seen = 0
         self._head_run = 0
         self._framing_run = 0
@@ -243,13 +252,17 @@ class RequestParser:
         self._feed_length = len(data)
         self._error_reason = ""
         progress = self._progress
+        begun = self._begun
         head_before = self._in_head
         try:
             self._feed(data)
         except ProxyError as error:
             self._fail(error)
         if self.failed is None and self._in_message:
-            self._account(len(data), head_before, progress == self._progress and not events)
+            # "Wholly inside one head": it began in a head, and no message
+            # began since (else the head it ends in is another one).
+            in_one_head = head_before and begun == self._begun
+            self._account(len(data), in_one_head, progress == self._progress and not events)
         # Callbacks only run inside feed(): let go of the events, so that a
         # long-lived parser does not keep its last message alive.
         self._events = _NO_EVENTS
@@ -289,20 +302,17 @@ class RequestParser:
             raise FramingError("incomplete upgrade request")
         return data[offset:]
 
-    def _account(self, length: int, head_before: bool, idle: bool) -> None:
+    def _account(self, length: int, in_one_head: bool, idle: bool) -> None:
         """Bound what a message that is still incomplete after a read can hold."""
         if self._in_head:
             # Every byte of this read may belong to the head: an upper bound,
             # used only to decide whether to measure the head exactly.
             self._head_seen += length
-            if head_before:
-                # The whole read was head bytes (it began and ended in a
-                # head): never more than the head's real raw size.
+            if in_one_head:
+                # The whole read was bytes of this head: never more than
+                # its real raw size.
                 self._head_run += length
-            if (
-                self._head_run > self.max_head_size * HEAD_GUARD_FACTOR
-                or len(self._headers) > self.max_header_count * HEAD_DISCARD_FACTOR
-            ):
+            if self._head_run > self.max_head_size * HEAD_GUARD_FACTOR:
                 self._fail(HeadTooLarge("request head too large"))
         elif idle:
             self._framing_run += length
@@ -310,8 +320,6 @@ class RequestParser:
                 self._fail(FramingError("chunk framing too long (chunk extensions?)"))
         else:
             self._framing_run = 0
-            if len(self._headers) > self.max_header_count * HEAD_DISCARD_FACTOR:
-                self._fail(FramingError("too many trailer fields"))
 
     def _fail(self, error: ProxyError) -> None:
         if not error.loses_framing:
@@ -344,6 +352,7 @@ class RequestParser:
     # --- httptools callbacks ------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._begun += 1
         self._in_message = True
         self._in_head = True
         self._target = b""
@@ -359,10 +368,17 @@ class RequestParser:
             raise HeadTooLarge("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Called once per field: one append.  Sizes are checked when the
-        # head is complete, and per read while it is not (module note).
-        # After the head, the same list collects the trailer fields.
-        self._headers.append((name, value))
+        # Called once per field.  Sizes are checked when the head is
+        # complete, and per read while it is not (module note); the count is
+        # checked here, per field, so that the field that crosses the cap
+        # decides, wherever the reads end.  After the head, the same list
+        # collects the trailer fields.
+        headers = self._headers
+        headers.append((name, value))
+        if len(headers) > self._field_cap:
+            if self._in_head:
+                raise HeadTooLarge("request head has too many fields")
+            raise FramingError("too many trailer fields")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -439,7 +455,9 @@ class RequestParser:
                     content_length = int(value)  # llhttp checked: digits only, once
             elif length == 17:
                 if name.lower() == b"transfer-encoding":
-                    transfer_encoding = value
+                    # Several fields are one list (RFC 9110 §5.3): "gzip" then
+                    # "chunked" is "gzip, chunked", never just the last one.
+                    transfer_encoding = value if transfer_encoding is None else transfer_encoding + b", " + value
             elif length == 10:
                 low = name.lower()
                 if low == b"connection":

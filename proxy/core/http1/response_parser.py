@@ -7,7 +7,8 @@ exchange (`reusable`).  Anything ambiguous makes the connection unusable:
 bytes after the end of a response, bytes when no request is outstanding,
 Content-Length together with Transfer-Encoding, a transfer coding other than
 a single chunked, Transfer-Encoding in an HTTP/1.0 response (RFC 9112 §6.1,
-§6.3), an unsolicited 101.
+§6.3), a status outside 100-599 (RFC 9110 §15), an unsolicited 101, a 1xx
+that declares content (RFC 9110 §15.2: `_check_status`).
 
 llhttp cannot be told that a response answers a HEAD (httptools does not
 expose its skip-body return value), so HEAD responses take a separate path:
@@ -52,10 +53,17 @@ _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})
 #: Bytes a reason phrase may hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text).
 _REASON_BYTES = bytes([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
 
-#: Raw bytes a response head may occupy while incomplete, as a multiple of
-#: the limit: a memory guard only.  The verdict on a complete head is its
-#: canonical size, so it never depends on how the head was split into reads.
+#: Raw bytes a response head (with the 1xx heads before it) may occupy
+#: before it ends, as a multiple of the limit: a memory guard.  A head that
+#: has not ended within it is "too large", and a read that reaches past it
+#: is cut there, so the verdict never depends on where reads end.  The
+#: verdict on a complete head is its canonical size, for the same reason.
 HEAD_GUARD_FACTOR = 8
+
+#: 1xx responses that llhttp (like RFC 9110 §15.2) reads without content.
+#: For any other 1xx it would read a body declared by Content-Length or
+#: Transfer-Encoding, which no other parser does (see _check_interim).
+_BODILESS_INTERIM = frozenset({100, 102, 103})
 
 # Exchange states.
 IDLE = "idle"  # no request outstanding
@@ -169,6 +177,10 @@ class ResponseParser:
         if self._is_head_request:
             self._feed_head_response(data)
             return events
+        if self.state == AWAITING_HEAD:
+            room = self.max_head_size * HEAD_GUARD_FACTOR - self._head_run
+            if len(data) > room:
+                return self._feed_past_guard(data, room)
         head_before = self.state != AWAITING_HEAD
         # The last bytes of a head still arriving: its terminating empty line
         # may straddle two reads.
@@ -189,8 +201,6 @@ class ResponseParser:
             # that ends inside a head so one huge field cannot grow unseen.
             self._head_run += len(data)
             self._head_tail = (tail + data)[-3:]
-            if self._head_run > self.max_head_size * HEAD_GUARD_FACTOR:
-                self._stop(OriginResponseTooLarge("response head too large"))
         elif state == IN_BODY:
             if len(self._headers) > self.max_header_count:
                 self._stop(OriginResponseTooLarge("too many trailer fields"))
@@ -208,6 +218,19 @@ class ResponseParser:
             if len(data) > consumed:
                 self.reusable = False
         return events
+
+    def _feed_past_guard(self, data: bytes, room: int) -> list:
+        """Feed a read that reaches past the head guard in two parts: the
+        bytes up to the guard, then (if the head ended within it) the rest.
+        A head still unfinished at the guard is too large, even when a
+        syntax error follows in the same read: the error it gets must not
+        depend on how the origin's bytes were split."""
+        events = self.feed(data[:room]) if room > 0 else []
+        if self.state == AWAITING_HEAD:
+            self._events = events
+            self._stop(OriginResponseTooLarge("response head too large"))
+            return events
+        return events + self.feed(data[room:])
 
     def feed_eof(self) -> list:
         """The origin closed its side; events that this completes or breaks."""
@@ -240,7 +263,9 @@ class ResponseParser:
         buffer = self._head_buffer + data
         while True:
             end = buffer.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end + 4 > self.max_head_size * HEAD_GUARD_FACTOR:
+                # A head that does not end within the guard is too large,
+                # whether or not its end has arrived (HEAD_GUARD_FACTOR).
                 if len(buffer) > self.max_head_size * HEAD_GUARD_FACTOR:
                     self._stop(OriginResponseTooLarge("response head too large"))
                 self._head_buffer = buffer
@@ -263,10 +288,10 @@ class ResponseParser:
                 self._stop(OriginProtocolError("malformed response head"))
                 return
             status = parser.get_status_code()
-            if 100 <= status < 200:
-                continue  # interim response: dropped, the final one follows
-            self._reason, self._headers = collector.reason, collector.headers
             try:
+                if _check_status(status, collector.reason, collector.headers):
+                    continue  # interim response: dropped, the final one follows
+                self._reason, self._headers = collector.reason, collector.headers
                 head = self._build_head(status, parser.get_http_version())
             except ProxyError as error:
                 self._stop(error)
@@ -299,9 +324,7 @@ class ResponseParser:
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            if status == 101:
-                raise OriginProtocolError("origin switched protocols without being asked")
+        if _check_status(status, self._reason, self._headers):
             self._interim = True
             return
         head = self._build_head(status, self._parser.get_http_version())
@@ -317,10 +340,10 @@ class ResponseParser:
     def on_message_complete(self) -> None:
         if self._interim:
             # RFC 9110 §15.2: any number of 1xx may precede the response;
-            # each is its own head and counts alone against the limit.
+            # each is its own head and counts alone against the size limit
+            # (the guard counts them all: HEAD_GUARD_FACTOR).
             self._interim = False
             self._interim_seen = True
-            self._head_run = 0
             return
         self.state = DONE
         head = self._head
@@ -345,10 +368,6 @@ class ResponseParser:
         headers = self._headers
         if len(headers) > self.max_header_count:
             raise OriginResponseTooLarge(f"response head has more than {self.max_header_count} fields")
-        if self._reason.translate(None, _REASON_BYTES):
-            # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
-            # llhttp lets controls through, and the reason is passed on.
-            raise OriginProtocolError("control character in the reason phrase")
         if self._head_run + self._feed_length > self.max_head_size:
             # Only a head that may be over the limit is measured, and by its
             # canonical size ("HTTP/1.1 200 " reason CRLF, "name:value" CRLF
@@ -382,7 +401,9 @@ class ResponseParser:
                             # HEAD/304: the representation's length, not framing (RFC 9110 §8.6).
                             append(item)
                     elif low == b"transfer-encoding":
-                        transfer_encoding = value
+                        # Several fields are one list (RFC 9110 §5.3): "gzip" then
+                        # "chunked" is "gzip, chunked", never just the last one.
+                        transfer_encoding = value if transfer_encoding is None else transfer_encoding + b", " + value
                     elif low == b"connection":
                         connection = value if connection is None else connection + b"," + value
                     continue
@@ -429,3 +450,31 @@ class ResponseParser:
             fields,
             correlation,
         )
+
+
+def _check_status(status: int, reason: bytes, headers: Headers) -> bool:
+    """True for an interim (1xx) response, which is dropped; raise for a
+    status line that must not be passed on or read further."""
+    if reason.translate(None, _REASON_BYTES):
+        # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
+        # llhttp lets controls through, and a final reason is passed on.
+        raise OriginProtocolError("control character in the reason phrase")
+    if not 100 <= status <= 599:
+        # RFC 9110 §15: "All valid status codes are within the range of 100
+        # to 599, inclusive."  llhttp reads any three digits; "000" would be
+        # passed on as a status no client can read.
+        raise OriginProtocolError(f"invalid status code {status:03d}")
+    if status >= 200:
+        return False
+    if status == 101:
+        raise OriginProtocolError("origin switched protocols without being asked")
+    if status not in _BODILESS_INTERIM:
+        # RFC 9110 §15.2: a 1xx response "cannot contain content", and a
+        # server MUST NOT send Content-Length or Transfer-Encoding in one
+        # (RFC 9110 §8.6, RFC 9112 §6.1).  llhttp nevertheless reads a body
+        # they declare after a 1xx other than 100, 102 and 103, where any
+        # other reader would take those bytes for the next response: refuse.
+        for name, _ in headers:
+            if len(name) in (14, 17) and name.lower() in (b"content-length", b"transfer-encoding"):
+                raise OriginProtocolError(f"{status} response declares content")
+    return True
