@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+import socket
+from typing import Callable, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -25,6 +26,8 @@ from proxy.core.http1.fields import http_date
 from proxy.core.http1.messages import ParseFailed, RequestHead
 from proxy.core.http1.request_parser import RequestParser
 from proxy.core.http1.serialize import reason_phrase, response_head
+from proxy.config import Address
+from proxy.shell.activation import Inherited, bind_listener, same_address
 from proxy.shell.metrics import SnapshotCollector
 
 log = logging.getLogger("muxproxy.admin")
@@ -74,6 +77,64 @@ class Admin:
             ok = self.ready()
             return (200 if ok else 503), b"text/plain; charset=utf-8", b"ready\n" if ok else b"not ready\n"
         return 404, b"text/plain; charset=utf-8", b"not found: /metrics, /healthz, /readyz\n"
+
+
+class AdminPlan(NamedTuple):
+    """What a configuration asks of the admin listener: keep it as it is, or
+    replace it with one on `sock` (None: no admin listener)."""
+
+    keep: bool
+    sock: socket.socket | None = None
+
+
+class AdminSlot:
+    """The admin listener of a process, across reloads.
+
+    A reload prepares first (binds the new address, which may fail) and
+    applies only once the rest of the reload has worked, so a port that
+    cannot be bound fails the reload with nothing changed.  A socket passed
+    by systemd under the name "admin" is used instead of binding.
+    """
+
+    def __init__(self, make: Callable[[], Admin], passed: list[Inherited]) -> None:
+        self.make = make
+        self.passed = [inherited for inherited in passed if inherited.name == "admin"]
+        self.admin: Admin | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self.admin.address if self.admin is not None else None
+
+    def prepare(self, address: Address | None) -> AdminPlan:
+        current = self.address
+        if address is None:
+            return AdminPlan(keep=current is None)
+        if current is not None and (address.port == 0 or same_address(current, address.host, address.port)):
+            return AdminPlan(keep=True)
+        for inherited in self.passed:
+            if same_address(inherited.address, address.host, address.port):
+                self.passed.remove(inherited)
+                return AdminPlan(keep=False, sock=inherited.sock)
+        return AdminPlan(keep=False, sock=bind_listener(address.host, address.port))
+
+    def discard(self, plan: AdminPlan) -> None:
+        """The reload failed after `prepare`: let go of what it bound."""
+        if plan.sock is not None:
+            plan.sock.close()
+
+    async def apply(self, plan: AdminPlan) -> None:
+        if plan.keep:
+            return
+        await self.close()
+        if plan.sock is not None:
+            self.admin = self.make()
+            await self.admin.start(plan.sock)
+            log.info("admin listener on %s:%d (/metrics, /healthz, /readyz)", *self.admin.address)
+
+    async def close(self) -> None:
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin = None
 
 
 class AdminConnection(asyncio.Protocol):

@@ -16,9 +16,13 @@ What the master does:
   it keeps dying at start);
 - SIGHUP: validates the configuration first (an invalid one is reported and
   nothing else happens), then passes SIGHUP to every worker, which reloads
-  in place; READY=1 when they have all answered;
+  in place; READY=1 when they have all answered.  Reloads never overlap: a
+  SIGHUP during one makes another one follow it;
 - SIGTERM / SIGINT: passed on; every worker stops gracefully; the master
-  exits once they are gone (a second signal is passed on too: stop at once);
+  closes the listening sockets it bound, so that no connection is accepted
+  that no one will serve, and exits once the workers are gone (a second
+  signal is passed on too: stop at once).  Sockets systemd passed stay open:
+  systemd holds them for the next start;
 - SIGUSR1: passed on (reopen the access log);
 - /metrics, /healthz, /readyz on the admin listener, from the figures every
   worker reports once a second over its control socket.
@@ -41,7 +45,7 @@ import time
 from proxy.config import Config
 from proxy.errors import ConfigError
 from proxy.shell.activation import Inherited, bind_listener, same_address
-from proxy.shell.admin import Admin
+from proxy.shell.admin import Admin, AdminSlot
 from proxy.shell.metrics import merge
 from proxy.shell.sdnotify import Notifier
 from proxy.shell.server import LISTEN_BACKLOG
@@ -53,6 +57,10 @@ log = logging.getLogger("muxproxy.master")
 WORKER_FDS_ENV = "MUXPROXY_WORKER_FDS"
 WORKER_CONTROL_ENV = "MUXPROXY_CONTROL_FD"
 
+#: How long a reload waits for every worker to say it applied the new
+#: configuration: loading it takes milliseconds; binding a new listener or
+#: a stuck worker is what could take longer.
+RELOAD_ANSWER_TIMEOUT = 10.0
 #: A worker that has not reported for this long is considered stuck.
 STUCK_AFTER = 10.0
 #: Restart delays for a worker that keeps dying soon after start.
@@ -87,13 +95,19 @@ class Master:
         self.notifier = notifier
         self.workers = [Worker(i) for i in range(config.server.worker_count)]
         self.sockets: list[tuple[socket.socket, str]] = []
-        self.admin: Admin | None = None
+        self._bound: set[socket.socket] = set()  # sockets we bound, not systemd
+        self.admin = AdminSlot(lambda: Admin(self.snapshot, healthy=self.healthy, ready=self.ready), list(inherited))
         self.stopping = False
         self.signals = 0
+        self.exit_code = 0
+        #: Reloads as the operator sees them: one per SIGHUP, whatever the
+        #: number of workers (their own counts are not summed).
         self.reloads = {"ok": 0, "failed": 0}
-        self._inherited = list(inherited)
+        self._inherited = [i for i in inherited if i.name != "admin"]
         self._done = asyncio.Event()
         self._announced_ready = False
+        self._reloading: asyncio.Task | None = None
+        self._reload_again = False
 
     # --- start ------------------------------------------------------------------------
 
@@ -110,10 +124,10 @@ class Master:
                 # SO_REUSEPORT so that workers can bind listeners a reload
                 # adds beside these; this socket itself is shared by all.
                 sock = bind_listener(address.host, address.port, reuse_port=True, backlog=LISTEN_BACKLOG)
+                self._bound.add(sock)
             self.sockets.append((sock, f"listener{index}"))
         for inherited in self._inherited:
-            if inherited.name != "admin":
-                self.sockets.append((inherited.sock, inherited.name))
+            self.sockets.append((inherited.sock, inherited.name))
 
     async def _run_worker(self, worker: Worker) -> None:
         """Start a worker, and again whenever it exits while we are not stopping."""
@@ -131,7 +145,7 @@ class Master:
             # whose master dies stops by itself (its control socket closes).
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxy", *self.argv, "--worker",
-                env=env, pass_fds=fds, close_fds=True, process_group=0,
+                env=env, pass_fds=fds, close_fds=True, start_new_session=True,
             )
             child.close()
             parent.setblocking(False)
@@ -143,6 +157,7 @@ class Master:
             loop.remove_reader(parent.fileno())
             parent.close()
             worker.process, worker.control, worker.ready = None, None, False
+            worker.snapshot = None  # its figures died with it
             if self.stopping:
                 break
             log.error("worker %d (pid %d) exited with %s; starting it again", worker.index, process.pid, code)
@@ -156,9 +171,10 @@ class Master:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._open_sockets()
-        await self._start_admin(self.config)
+        await self.admin.apply(self.admin.prepare(self.config.admin.address))
         for worker in self.workers:
             worker.task = loop.create_task(self._run_worker(worker))
+            worker.task.add_done_callback(self._on_worker_task_done)
         for signum, handler in (
             (signal.SIGHUP, self._on_sighup),
             (signal.SIGTERM, self._on_stop),
@@ -170,12 +186,21 @@ class Master:
         await self._done.wait()
         supervisor.cancel()
         await asyncio.gather(supervisor, *(w.task for w in self.workers), return_exceptions=True)
-        if self.admin is not None:
-            await self.admin.close()
+        await self.admin.close()
         for sock, _ in self.sockets:
             sock.close()
         log.info("master stopped")
-        return 0
+        return self.exit_code
+
+    def _on_worker_task_done(self, task: asyncio.Task) -> None:
+        # Supervising a worker must never fail silently (a worker that can
+        # never be started would leave the service without READY forever).
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("cannot run workers: %r; stopping", task.exception())
+        self.exit_code = 1
+        self._on_stop()
+        self._done.set()
 
     # --- control messages -------------------------------------------------------------------
 
@@ -247,8 +272,7 @@ class Master:
 
     def snapshot(self) -> dict:
         merged = merge(w.snapshot for w in self.workers if w.snapshot is not None)
-        for result, count in self.reloads.items():
-            merged["reloads"][result] += count
+        merged["reloads"] = dict(self.reloads)
         return merged
 
     def status_text(self) -> str:
@@ -274,9 +298,22 @@ class Master:
             log.info("stopping %d workers", len(self.workers))
             grace = self.config.server.shutdown_timeout + 5.0
             asyncio.get_running_loop().call_later(grace, self._kill_stragglers)
+            self._stop_accepting()
         self._signal_workers(signal.SIGTERM)
         if all(w.process is None for w in self.workers):
             self._done.set()
+
+    def _stop_accepting(self) -> None:
+        """Close our copies of the listening sockets we bound: once the
+        workers have closed theirs, the kernel refuses new connections
+        instead of queueing them for no one."""
+        keep = []
+        for sock, name in self.sockets:
+            if sock in self._bound:
+                sock.close()
+            else:
+                keep.append((sock, name))
+        self.sockets = keep
 
     def _kill_stragglers(self) -> None:
         for worker in self.workers:
@@ -288,13 +325,27 @@ class Master:
         self._signal_workers(signal.SIGUSR1)
 
     def _on_sighup(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload())
+        if self.stopping:
+            return
+        if self._reloading is not None and not self._reloading.done():
+            log.info("reload already in progress: reloading again after it")
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_while_asked())
+
+    async def _reload_while_asked(self) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload()
+            if not self._reload_again or self.stopping:
+                return
 
     async def reload(self) -> bool:
         self.notifier.reloading()
         try:
             config = self.load()
-        except ConfigError as exc:
+            plan = self.admin.prepare(config.admin.address)
+        except (ConfigError, OSError) as exc:
             self.reloads["failed"] += 1
             log.error("reload failed, keeping the running configuration:\n%s", exc)
             self.notifier.ready("reload failed: " + (str(exc).splitlines() or ["invalid configuration"])[0])
@@ -306,14 +357,20 @@ class Master:
                 worker.reload_answer = loop.create_future()
                 answers.append(worker.reload_answer)
         self._signal_workers(signal.SIGHUP)
-        done, pending = await asyncio.wait(answers, timeout=10.0) if answers else (set(), set())
+        done, pending = await asyncio.wait(answers, timeout=RELOAD_ANSWER_TIMEOUT) if answers else (set(), set())
         ok = all(future.result() for future in done) and not pending
         self.reloads["ok" if ok else "failed"] += 1
+        if not ok:
+            # A worker kept its configuration (each reload is all or nothing
+            # in a worker), so the master keeps its own too.
+            self.admin.discard(plan)
+            self.notifier.ready("reload failed in a worker, see the log")
+            return False
         self._close_removed_listeners(config)
-        await self._start_admin(config)
+        await self.admin.apply(plan)
         self.config = config
-        self.notifier.ready(self.status_text() if ok else "reload failed in a worker, see the log")
-        return ok
+        self.notifier.ready(self.status_text())
+        return True
 
     def _close_removed_listeners(self, config: Config) -> None:
         keep = []
@@ -323,29 +380,9 @@ class Master:
             if wanted or not name.startswith("listener"):
                 keep.append((sock, name))
             else:
+                self._bound.discard(sock)
                 sock.close()  # the workers closed their copies in their reload
         self.sockets = keep
-
-    async def _start_admin(self, config: Config) -> None:
-        address = config.admin.address
-        if self.admin is not None:
-            if address is not None and self.admin.address is not None and (
-                address.port == 0 or same_address(self.admin.address, address.host, address.port)
-            ):
-                return
-            await self.admin.close()
-            self.admin = None
-        if address is None:
-            return
-        sock = None
-        for inherited in self._inherited:
-            if inherited.name == "admin" and same_address(inherited.address, address.host, address.port):
-                sock = inherited.sock
-        if sock is None:
-            sock = bind_listener(address.host, address.port)
-        self.admin = Admin(self.snapshot, healthy=self.healthy, ready=self.ready)
-        await self.admin.start(sock)
-        log.info("admin listener on %s:%d (/metrics, /healthz, /readyz)", *self.admin.address)
 
 
 def worker_sockets(environ: dict[str, str] | None = None) -> tuple[list[Inherited], socket.socket | None]:

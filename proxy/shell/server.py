@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 
@@ -161,7 +162,7 @@ class ProxyServer:
         self.access_log = AccessLog(self.config.log.access)
         self.runtime = Runtime(self.config, self.access_log)
         try:
-            await self._sync_listeners(self.config)
+            self.listeners.update(await self._open_added(self.config))
             for inherited in self.inherited:
                 # A passed socket no listener claimed: the socket unit says
                 # to listen there, so it is served (plain HTTP).
@@ -178,37 +179,69 @@ class ProxyServer:
             log.info("listening on %s:%d (mux endpoint %s)", host, port, self.config.mux.path)
         self.ready = True
 
-    async def _sync_listeners(self, config: Config) -> None:
+    async def _open_added(self, config: Config) -> dict:
+        """Open the listeners `config` has and we do not; all or none (an
+        address that cannot be bound closes the others and raises OSError)."""
+        opened: dict = {}
+        wanted = {listener_key(listener) for listener in config.listeners}
+        # A listener that changes in place (plain to TLS, another
+        # certificate) keeps its address: the new one takes a duplicate of
+        # the old socket, which _close_removed closes afterwards.
+        leaving = {
+            key[:2]: server for key, server in self.listeners.items() if key[0] != "inherited" and key not in wanted
+        }
+        try:
+            for listener in config.listeners:
+                key = listener_key(listener)
+                if key not in self.listeners:
+                    opened[key] = await self._open(listener, leaving.get(key[:2]))
+        except BaseException:
+            for server in opened.values():
+                server.close()
+            raise
+        return opened
+
+    def _close_removed(self, config: Config) -> None:
+        """Close the listeners `config` no longer has; kept TLS listeners load
+        their certificate files again (a renewed certificate)."""
         wanted = {listener_key(listener): listener for listener in config.listeners}
         for key in [key for key in self.listeners if key[0] != "inherited" and key not in wanted]:
             server = self.listeners.pop(key)
             server.close()
             log.info("closed listener %s:%d", key[0], key[1])
         for key, listener in wanted.items():
-            if key not in self.listeners:
-                self.listeners[key] = await self._open(listener)
-            elif listener.is_tls:
+            if listener.is_tls and key in self.listeners:
                 self.listeners[key].reload_certificate(listener)
 
     def admits_connection(self) -> bool:
         """Is there room for one more client connection?"""
         return len(self.connections) + self.handshaking < self.config.limits.max_client_connections
 
-    async def _open(self, listener: ListenerSettings) -> asyncio.base_events.Server | TlsListener:
+    async def _open(self, listener: ListenerSettings, replaced=None) -> asyncio.base_events.Server | TlsListener:
+        """Start serving `listener`: on a passed socket, on a duplicate of
+        the listener it `replaced` at the same address, or on a new one."""
         address = listener.address
         sock = None
-        for inherited in self.inherited:
+        if replaced is not None and replaced.sockets:
+            old = replaced.sockets[0]
+            sock = socket.socket(old.family, old.type, old.proto, fileno=os.dup(old.fileno()))
+            sock.setblocking(False)
+        for inherited in self.inherited if sock is None else ():
             if same_address(inherited.address, address.host, address.port):
                 sock = inherited.sock
                 self.inherited.remove(inherited)
                 break
         if sock is None:
             sock = bind_listener(address.host, address.port, reuse_port=self.reuse_port, backlog=LISTEN_BACKLOG)
-        if listener.is_tls:
-            return TlsListener(self, sock, listener)
-        # backlog= again: create_server calls listen() itself, with 100 by
-        # default, which would undo bind_listener's (or systemd's) backlog.
-        return await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=LISTEN_BACKLOG)
+        try:
+            if listener.is_tls:
+                return TlsListener(self, sock, listener)
+            # backlog= again: create_server calls listen() itself, with 100 by
+            # default, which would undo bind_listener's (or systemd's) backlog.
+            return await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=LISTEN_BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -222,7 +255,10 @@ class ProxyServer:
     # --- reload -----------------------------------------------------------------------
 
     async def reload(self, config: Config) -> None:
-        """Apply a validated configuration (see module note)."""
+        """Apply a validated configuration (see module note).  All or
+        nothing: if a new listener cannot be bound, OSError is raised and
+        the running configuration stays as it was."""
+        opened = await self._open_added(config)
         old = self.runtime
         new = Runtime(config, self.access_log, previous=old)
         self.runtime = new
@@ -233,7 +269,8 @@ class ProxyServer:
             handler = connection.handler
             if isinstance(handler, MuxStream):
                 handler.adopt(new)
-        await self._sync_listeners(config)
+        self._close_removed(config)
+        self.listeners.update(opened)
         kept = set(map(id, new.upstreams.values()))
         for upstream in old.upstreams.values():
             if id(upstream) not in kept:

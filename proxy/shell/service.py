@@ -28,8 +28,8 @@ from typing import Callable
 
 from proxy.config import Config
 from proxy.errors import ConfigError
-from proxy.shell.activation import Inherited, bind_listener, same_address
-from proxy.shell.admin import Admin
+from proxy.shell.activation import Inherited
+from proxy.shell.admin import Admin, AdminSlot
 from proxy.shell.sdnotify import Notifier
 from proxy.shell.server import ProxyServer
 
@@ -73,13 +73,19 @@ class Service:
         self.notifier = notifier if notifier is not None else Notifier({})
         # A worker binds listeners added by a reload with SO_REUSEPORT, so
         # that its siblings can bind them too.
-        self.server = ProxyServer(config, inherited=list(inherited), reuse_port=link is not None)
-        self.admin: Admin | None = None
-        self._admin_inherited = [i for i in inherited if i.name == "admin"]
+        # A socket systemd passes under the name "admin" is the admin
+        # listener's, never a proxy listener.
+        proxy_sockets = [i for i in inherited if i.name != "admin"]
+        self.server = ProxyServer(config, inherited=proxy_sockets, reuse_port=link is not None)
+        server = self.server
+        self.admin = AdminSlot(
+            lambda: Admin(server.snapshot, healthy=lambda: True, ready=lambda: server.ready), list(inherited)
+        )
         self._stopping = asyncio.Event()
         self._second = asyncio.Event()  # a second stop signal: stop at once
         self._signals = 0
         self._reloading: asyncio.Task | None = None
+        self._reload_again = False  # a SIGHUP came during a reload
         self._requests_seen = 0
 
     async def run(self) -> int:
@@ -87,7 +93,7 @@ class Service:
         server = self.server
         await server.start()
         if self.link is None:
-            await self._start_admin(self.config)
+            await self.admin.apply(self.admin.prepare(self.config.admin.address))
         for signum, handler in (
             (signal.SIGHUP, self._on_sighup),
             (signal.SIGTERM, self._on_stop_signal),
@@ -128,8 +134,7 @@ class Service:
                 await server.stop()
             second.cancel()
             await asyncio.gather(stop, second, return_exceptions=True)
-        if self.admin is not None:
-            await self.admin.close()
+        await self.admin.close()
         if self.link is not None:
             loop.remove_reader(self.link.sock.fileno())
         log.info("stopped")
@@ -152,9 +157,20 @@ class Service:
 
     def _on_sighup(self) -> None:
         if self._reloading is not None and not self._reloading.done():
-            log.info("reload already in progress")
+            # The file may have changed again since this reload read it:
+            # read it once more when this reload is done (and answer the
+            # master for each).
+            log.info("reload already in progress: reloading again after it")
+            self._reload_again = True
             return
-        self._reloading = asyncio.get_running_loop().create_task(self.reload())
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_while_asked())
+
+    async def _reload_while_asked(self) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload()
+            if not self._reload_again or self._stopping.is_set():
+                return
 
     async def reload(self) -> bool:
         """Read the configuration again and apply it if valid."""
@@ -170,9 +186,17 @@ class Service:
                 self.link.send({"event": "reloaded", "ok": False, "error": str(exc)})
             return False
         try:
-            await self.server.reload(config)
-            if self.link is None:
-                await self._start_admin(config)
+            # The new admin address is bound before anything is applied, and
+            # a new listener that cannot be bound undoes the whole reload.
+            plan = self.admin.prepare(config.admin.address) if self.link is None else None
+            try:
+                await self.server.reload(config)
+            except BaseException:
+                if plan is not None:
+                    self.admin.discard(plan)
+                raise
+            if plan is not None:
+                await self.admin.apply(plan)
         except OSError as exc:  # a new listener could not be bound
             self.server.stats.reloads["failed"] += 1
             log.error("reload failed while applying it: %s", exc)
@@ -187,30 +211,6 @@ class Service:
         return True
 
     # --- admin, systemd, master -------------------------------------------------------
-
-    async def _start_admin(self, config: Config) -> None:
-        address = config.admin.address
-        if self.admin is not None:
-            if address is not None and self.admin.address is not None and address.port == 0:
-                return  # "any port" is already satisfied
-            if address is not None and self.admin.address is not None and same_address(
-                self.admin.address, address.host, address.port
-            ):
-                return
-            await self.admin.close()
-            self.admin = None
-        if address is None:
-            return
-        sock = None
-        for inherited in self._admin_inherited:
-            if same_address(inherited.address, address.host, address.port):
-                sock = inherited.sock
-        if sock is None:
-            sock = bind_listener(address.host, address.port)
-        server = self.server
-        self.admin = Admin(server.snapshot, healthy=lambda: True, ready=lambda: server.ready)
-        await self.admin.start(sock)
-        log.info("admin listener on %s:%d (/metrics, /healthz, /readyz)", *self.admin.address)
 
     def status_text(self) -> str:
         live = self.server.live()
