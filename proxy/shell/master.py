@@ -47,6 +47,7 @@ from proxy.errors import ConfigError
 from proxy.shell.activation import Inherited, bind_listener, same_address
 from proxy.shell.admin import Admin, AdminSlot
 from proxy.shell.metrics import merge
+from proxy.shell.reloads import ReloadQueue
 from proxy.shell.sdnotify import Notifier
 from proxy.shell.server import LISTEN_BACKLOG
 
@@ -106,8 +107,7 @@ class Master:
         self._inherited = [i for i in inherited if i.name != "admin"]
         self._done = asyncio.Event()
         self._announced_ready = False
-        self._reloading: asyncio.Task | None = None
-        self._reload_again = False
+        self.reloader = ReloadQueue(self.reload, lambda: self.stopping)
 
     # --- start ------------------------------------------------------------------------
 
@@ -325,20 +325,8 @@ class Master:
         self._signal_workers(signal.SIGUSR1)
 
     def _on_sighup(self) -> None:
-        if self.stopping:
-            return
-        if self._reloading is not None and not self._reloading.done():
-            log.info("reload already in progress: reloading again after it")
-            self._reload_again = True
-            return
-        self._reloading = asyncio.get_running_loop().create_task(self._reload_while_asked())
-
-    async def _reload_while_asked(self) -> None:
-        while True:
-            self._reload_again = False
-            await self.reload()
-            if not self._reload_again or self.stopping:
-                return
+        if not self.stopping:
+            self.reloader.request()
 
     async def reload(self) -> bool:
         self.notifier.reloading()

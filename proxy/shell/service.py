@@ -30,6 +30,7 @@ from proxy.config import Config
 from proxy.errors import ConfigError
 from proxy.shell.activation import Inherited
 from proxy.shell.admin import Admin, AdminSlot
+from proxy.shell.reloads import ReloadQueue
 from proxy.shell.sdnotify import Notifier
 from proxy.shell.server import ProxyServer
 
@@ -84,8 +85,7 @@ class Service:
         self._stopping = asyncio.Event()
         self._second = asyncio.Event()  # a second stop signal: stop at once
         self._signals = 0
-        self._reloading: asyncio.Task | None = None
-        self._reload_again = False  # a SIGHUP came during a reload
+        self.reloader = ReloadQueue(self.reload, self._stopping.is_set)
         self._requests_seen = 0
 
     async def run(self) -> int:
@@ -119,8 +119,8 @@ class Service:
                 task.cancel()
             await asyncio.gather(*timers, return_exceptions=True)
         self.notifier.stopping()
-        if self._reloading is not None:
-            await asyncio.gather(self._reloading, return_exceptions=True)
+        if self.reloader.task is not None:
+            await asyncio.gather(self.reloader.task, return_exceptions=True)
         if self._signals > 1:
             await server.stop()
         else:
@@ -156,21 +156,8 @@ class Service:
         self.server.access_log.open()
 
     def _on_sighup(self) -> None:
-        if self._reloading is not None and not self._reloading.done():
-            # The file may have changed again since this reload read it:
-            # read it once more when this reload is done (and answer the
-            # master for each).
-            log.info("reload already in progress: reloading again after it")
-            self._reload_again = True
-            return
-        self._reloading = asyncio.get_running_loop().create_task(self._reload_while_asked())
-
-    async def _reload_while_asked(self) -> None:
-        while True:
-            self._reload_again = False
-            await self.reload()
-            if not self._reload_again or self._stopping.is_set():
-                return
+        # A worker answers the master once per reload it runs.
+        self.reloader.request()
 
     async def reload(self) -> bool:
         """Read the configuration again and apply it if valid."""

@@ -8,7 +8,7 @@ bytes after the end of a response, bytes when no request is outstanding,
 Content-Length together with Transfer-Encoding, a transfer coding other than
 a single chunked, Transfer-Encoding in an HTTP/1.0 response (RFC 9112 §6.1,
 §6.3), a status outside 100-599 (RFC 9110 §15), an unsolicited 101, a 1xx
-that declares content (RFC 9110 §15.2: `_check_status`).
+that declares content (RFC 9110 §15.2: `_check_interim`).
 
 llhttp cannot be told that a response answers a HEAD (httptools does not
 expose its skip-body return value), so HEAD responses take a separate path:
@@ -289,7 +289,7 @@ class ResponseParser:
                 return
             status = parser.get_status_code()
             try:
-                if _check_status(status, collector.reason, collector.headers):
+                if not 200 <= status <= 599 and _check_interim(status, collector.reason, collector.headers):
                     continue  # interim response: dropped, the final one follows
                 self._reason, self._headers = collector.reason, collector.headers
                 head = self._build_head(status, parser.get_http_version())
@@ -324,7 +324,8 @@ class ResponseParser:
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if _check_status(status, self._reason, self._headers):
+        # Final responses take the fast path; the rest are checked apart.
+        if not 200 <= status <= 599 and _check_interim(status, self._reason, self._headers):
             self._interim = True
             return
         head = self._build_head(status, self._parser.get_http_version())
@@ -368,6 +369,10 @@ class ResponseParser:
         headers = self._headers
         if len(headers) > self.max_header_count:
             raise OriginResponseTooLarge(f"response head has more than {self.max_header_count} fields")
+        if self._reason.translate(None, _REASON_BYTES):
+            # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
+            # llhttp lets controls through, and the reason is passed on.
+            raise OriginProtocolError("control character in the reason phrase")
         if self._head_run + self._feed_length > self.max_head_size:
             # Only a head that may be over the limit is measured, and by its
             # canonical size ("HTTP/1.1 200 " reason CRLF, "name:value" CRLF
@@ -452,20 +457,14 @@ class ResponseParser:
         )
 
 
-def _check_status(status: int, reason: bytes, headers: Headers) -> bool:
-    """True for an interim (1xx) response, which is dropped; raise for a
-    status line that must not be passed on or read further."""
-    if reason.translate(None, _REASON_BYTES):
-        # RFC 9112 §4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
-        # llhttp lets controls through, and a final reason is passed on.
-        raise OriginProtocolError("control character in the reason phrase")
+def _check_interim(status: int, reason: bytes, headers: Headers) -> bool:
+    """For a status outside 200-599: True for an interim (1xx) response,
+    which is dropped; raise for one that must not be read further."""
     if not 100 <= status <= 599:
         # RFC 9110 §15: "All valid status codes are within the range of 100
         # to 599, inclusive."  llhttp reads any three digits; "000" would be
         # passed on as a status no client can read.
         raise OriginProtocolError(f"invalid status code {status:03d}")
-    if status >= 200:
-        return False
     if status == 101:
         raise OriginProtocolError("origin switched protocols without being asked")
     if status not in _BODILESS_INTERIM:
@@ -477,4 +476,8 @@ def _check_status(status: int, reason: bytes, headers: Headers) -> bool:
         for name, _ in headers:
             if len(name) in (14, 17) and name.lower() in (b"content-length", b"transfer-encoding"):
                 raise OriginProtocolError(f"{status} response declares content")
+    if reason.translate(None, _REASON_BYTES):
+        # As for a final response (_build_head): a 1xx is dropped, but a
+        # control character there is as malformed as anywhere.
+        raise OriginProtocolError("control character in the reason phrase")
     return True
