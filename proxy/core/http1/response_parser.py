@@ -53,8 +53,9 @@ _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})
 #: Bytes a reason phrase may hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text).
 _REASON_BYTES = bytes([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
 
-#: Raw bytes a response head (with the 1xx heads before it) may occupy
-#: before it ends, as a multiple of the limit: a memory guard.  A head that
+#: Raw bytes a response head (with the 1xx heads before it; on the HEAD
+#: path, each head alone) may occupy before it ends, as a multiple of the
+#: limit: a memory guard.  A head that
 #: has not ended within it is "too large", and a read that reaches past it
 #: is cut there, so the verdict never depends on where reads end.  The
 #: verdict on a complete head is its canonical size, for the same reason.
