@@ -136,22 +136,8 @@ class Client:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def proxy_error(response: InnerResponse) -> str | None:
-    """The `error` parameter of a Proxy-Status field (header or trailer)."""
-    value = response.header("Proxy-Status") or response.trailer("Proxy-Status")
-    if value is None:
-        return None
-    name, *params = [part.strip() for part in value.split(";")]
-    assert name == "muxproxy", value
-    for param in params:
-        key, _, item = param.partition("=")
-        if key == "error":
-            return item
-    return None
-
-
 def assert_proxy_made(response: InnerResponse, status: int, error: str) -> None:
-    assert (response.status, proxy_error(response)) == (status, error), (
+    assert (response.status, response.proxy_error) == (status, error), (
         response.status,
         response.headers,
         response.body[:200],
@@ -310,7 +296,7 @@ def test_mux_streamed_response_broken_off_ends_with_an_incomplete_trailer(script
     assert response.content_location == broken
     assert response.status == 200 and response.chunked
     assert response.body == big_body(200000)[:100000]
-    assert proxy_error(response) == "http_response_incomplete"
+    assert response.proxy_error == "http_response_incomplete"
     assert response.header("Proxy-Status") is None  # only the trailer says so
     # The stream stayed framed: the responses after it parse and are intact.
     assert (first["slow"].status, first["slow"].body) == (200, b"slow")
@@ -375,7 +361,7 @@ def test_close_delimited_response_is_relayed_complete(mode, size, scripted, app_
     response = client.fetch("GET", target)
     assert response.status == 200
     assert response.body == big_body(size)
-    assert proxy_error(response) is None and response.trailers == []
+    assert response.proxy_error is None and response.trailers == []
     # A close-delimited response ends its connection; the next one is new.
     after = client.fetch("GET", "/ok")
     assert (after.status, after.body, after.header("X-Origin-Connection")) == (200, b"ok", "2")
@@ -468,7 +454,7 @@ def test_a_failure_on_a_reused_connection_frees_its_pool_slot(path, scripted, ap
     after = client.fetch("GET", "/ok")
 
     # The only slot is free again: the next request gets a new connection.
-    assert (after.status, after.body, proxy_error(after)) == (200, b"ok", None)
+    assert (after.status, after.body, after.proxy_error) == (200, b"ok", None)
     assert_counters_settle(proxy, ONE_IDLE)
 
 
@@ -625,7 +611,7 @@ def test_stalled_mux_client_never_turns_into_origin_read_timeouts(scripted, app_
         mux.end()
         time.sleep(2.5)
         responses = mux.receive_until_end(timeout=30)
-    outcome = sorted((r.status, proxy_error(r) or "-") for r in responses)
+    outcome = sorted((r.status, r.proxy_error or "-") for r in responses)
     assert outcome == [(200, "-")] * count, outcome
     expected = big_body(size)
     assert all(r.body == expected for r in responses)

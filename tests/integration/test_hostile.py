@@ -55,20 +55,6 @@ _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # --- the invariant ------------------------------------------------------------------------
 
 
-def proxy_error(response: InnerResponse) -> str | None:
-    """The `error` parameter of a Proxy-Status field (header or trailer)."""
-    value = response.header("Proxy-Status") or response.trailer("Proxy-Status")
-    if value is None:
-        return None
-    name, *params = [part.strip() for part in value.split(";")]
-    assert name == "muxproxy", value
-    for param in params:
-        key, _, item = param.partition("=")
-        if key == "error":
-            return item
-    return None
-
-
 def assert_well_formed(response: InnerResponse) -> None:
     """Every field line of an inner response is a valid field: nothing a
     hostile request or origin sent can have split or corrupted it."""
@@ -117,7 +103,7 @@ def assert_each_answered_once(
 
 
 def assert_proxy_made(response: InnerResponse, status: int, error: str) -> None:
-    assert (response.status, proxy_error(response)) == (status, error), (
+    assert (response.status, response.proxy_error) == (status, error), (
         response.status,
         response.headers,
         response.body[:200],
@@ -323,11 +309,11 @@ def test_faults_mixed_with_healthy_requests_on_one_stream_are_each_answered_once
     for request_id, target in sent.items():
         response = table[request_id]
         path = target.rpartition("r=")[0][:-1]
-        outcome = (response.status, proxy_error(response))
+        outcome = (response.status, response.proxy_error)
         assert outcome in MIXED_FAULTS[path], (target, response.status, response.headers)
         # Nobody ever gets the response /extra's origin sent unasked.
         assert response.header("X-Smuggled") is None and response.body != b"smuggled", target
-        if response.status == 200 and proxy_error(response) is None:
+        if response.status == 200 and response.proxy_error is None:
             expected = {
                 "/ok": b"ok",
                 "/slow?ms=150": b"slow",
@@ -368,7 +354,7 @@ def assert_flood_answered(nginx, sent: dict[str, str], responses: list[InnerResp
     outcomes: dict[str, int] = {}
     expected = nginx.file("100b.bin")
     for request_id, response in table.items():
-        error = proxy_error(response)
+        error = response.proxy_error
         if error is None:
             outcome = (response.status, response.body)
             assert outcome == (200, expected), (request_id, response.status, response.body[:100])
@@ -573,7 +559,7 @@ origin = "nginx"
             assert client.reader.ended
 
     table = assert_each_answered_once(sent, responses)
-    assert {(r.status, proxy_error(r)) for r in table.values()} == {(404, "destination_not_found")}
+    assert {(r.status, r.proxy_error) for r in table.values()} == {(404, "destination_not_found")}
     peak_delta = max(samples, default=baseline) - baseline
     with capsys.disabled():
         print(
@@ -731,7 +717,7 @@ def test_refused_expect_100_continue_request_body_is_never_parsed_as_a_request(s
     table = assert_each_answered_once(sent, responses)
     for request_id, (status, error) in expected.items():
         response = table[request_id]
-        assert (response.status, proxy_error(response)) == (status, error), (request_id, response.status, response.body)
+        assert (response.status, response.proxy_error) == (status, error), (request_id, response.status, response.body)
     accepted = ["accepted", "accepted-chunked"]
     assert [table[i].body for i in accepted] == [smuggled_request(i) for i in accepted]
     mirrored = sorted(r.body for r in origin.requests_for("/mirror"))
@@ -782,7 +768,7 @@ def test_origin_body_that_looks_like_http_never_surfaces_as_a_response(framing, 
     table = assert_each_answered_once(sent, responses)
     for name, body in bodies.items():
         response = table[name]
-        assert (response.status, proxy_error(response)) == (200, None), (name, response.status, response.body[:200])
+        assert (response.status, response.proxy_error) == (200, None), (name, response.status, response.body[:200])
         assert response.body == body, name
     assert (table["victim"].status, table["victim"].body) == (200, b"slow")
     assert table["after"].body == b"ok"
@@ -900,10 +886,10 @@ def test_absolute_form_and_host_smuggling_never_reach_a_host_no_route_names(scri
     for request_id, (target, fields, expected) in cases.items():
         response = table[request_id]
         if isinstance(expected, str):
-            assert (response.status, proxy_error(response)) == (200, None), (request_id, response.body)
+            assert (response.status, response.proxy_error) == (200, None), (request_id, response.body)
             assert response.header("X-Origin") == expected, request_id
         else:
-            assert (response.status, proxy_error(response)) == expected, (request_id, response.status, response.body)
+            assert (response.status, response.proxy_error) == expected, (request_id, response.status, response.body)
     for origin in (named, default):
         expected_here = sorted(
             cases[i][0].partition("?")[2] for i in cases if cases[i][2] == origin.name
@@ -954,7 +940,7 @@ def test_cr_lf_nul_injection_is_refused_and_the_stream_stays_framed(case, script
     refused = [r for r in responses if r.request_id not in sent]
     assert len(refused) == 1, [(r.status, r.request_id, r.content_location) for r in responses]
     assert_well_formed(refused[0])
-    assert refused[0].status == 400 and proxy_error(refused[0]) == "http_request_error", refused[0].headers
+    assert refused[0].status == 400 and refused[0].proxy_error == "http_request_error", refused[0].headers
     # Tagged at most with what was complete before the break (the target
     # once the request line has ended, a field once the next line began):
     # never with a piece of the injection.
@@ -1034,7 +1020,7 @@ def test_stray_origin_response_never_reaches_a_later_request(case, scripted, run
             assert response.header("X-Late") is None and response.header("X-Smuggled") is None, request_id
             assert response.body not in (b"late response", b"smuggled"), request_id
             if request_id in stray_ids:
-                outcome = (response.status, response.body if proxy_error(response) is None else None)
+                outcome = (response.status, response.body if response.proxy_error is None else None)
                 assert outcome in stray_outcomes, (request_id, response.status, response.headers)
             else:
                 assert response.status == 200, (request_id, response.body)
@@ -1093,4 +1079,4 @@ def test_streams_interleaving_on_pooled_connections_never_swap_responses(
             elif target.startswith("/extra"):
                 assert (response.status, response.body) == (200, b"ok"), request_id
             else:
-                assert response.status == 502 and proxy_error(response) is not None, (request_id, response.status)
+                assert response.status == 502 and response.proxy_error is not None, (request_id, response.status)

@@ -51,6 +51,21 @@ class InnerResponse:
     def request_id(self) -> str | None:
         return self.header("Request-Id")
 
+    @property
+    def proxy_error(self) -> str | None:
+        """The `error` parameter of the proxy's Proxy-Status field (header
+        or trailer), or None when the proxy added none."""
+        value = self.header("Proxy-Status") or self.trailer("Proxy-Status")
+        if value is None:
+            return None
+        name, *params = [part.strip() for part in value.split(";")]
+        assert name == "muxproxy", value
+        for param in params:
+            key, _, item = param.partition("=")
+            if key == "error":
+                return item
+        return None
+
 
 class MuxReader:
     def __init__(self, is_head: Callable[[InnerResponse], bool] = lambda r: False, gzip: bool = False) -> None:
