@@ -431,13 +431,11 @@ FLOOD_MEMORY_VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", list(FLOOD_MEMORY_VARIANTS))
-def test_flood_of_pipelined_inner_requests_keeps_memory_bounded(variant, nginx, tmp_path, capsys):
-    """The same flood, in 100-request chunks, against `python -m proxy`, its
-    RSS sampled while the flood runs; the client reads at once, or only
-    after a stall (then backpressure must hold the flood back)."""
-    path, stall = FLOOD_MEMORY_VARIANTS[variant]
-    config = f"""
+def flood_config(nginx) -> str:
+    """The config of the flood tests run against `python -m proxy`: no
+    access log (the flood would be written out line by line), in flight
+    capped at FLOOD_MAX_IN_FLIGHT, one route to nginx's 100-byte file."""
+    return f"""
 [log]
 access = "off"
 level = "warning"
@@ -452,6 +450,15 @@ servers = ["{nginx.address}"]
 path = "/100b.bin"
 origin = "nginx"
 """
+
+
+@pytest.mark.parametrize("variant", list(FLOOD_MEMORY_VARIANTS))
+def test_flood_of_pipelined_inner_requests_keeps_memory_bounded(variant, nginx, tmp_path, capsys):
+    """The same flood, in 100-request chunks, against `python -m proxy`, its
+    RSS sampled while the flood runs; the client reads at once, or only
+    after a stall (then backpressure must hold the flood back)."""
+    path, stall = FLOOD_MEMORY_VARIANTS[variant]
+    config = flood_config(nginx)
     sent, requests = flood_requests(FLOOD_COUNT, path)
     pieces = [b"".join(requests[i : i + 100]) for i in range(0, len(requests), 100)]
     with ProxyProcess(config, tmp_path) as proxy:
@@ -511,21 +518,7 @@ def test_gzip_flood_of_refused_inner_requests_keeps_memory_bounded(nginx, tmp_pa
     reads nothing: refused requests are never in flight, so only the
     backpressure on what they produce can bound them (§11: "bounded by
     these limits plus one socket read")."""
-    config = f"""
-[log]
-access = "off"
-level = "warning"
-
-[mux]
-max_in_flight = {FLOOD_MAX_IN_FLIGHT}
-
-[origin.nginx]
-servers = ["{nginx.address}"]
-
-[[route]]
-path = "/100b.bin"
-origin = "nginx"
-"""
+    config = flood_config(nginx)
     sent = {str(i): "/missing" for i in range(GZIP_FLOOD_COUNT)}
     decoded = b"".join(inner_request("GET", "/missing", request_id=str(i)) for i in range(GZIP_FLOOD_COUNT))
     body = gzip.compress(decoded, 9)
