@@ -2,6 +2,9 @@
 
 * `with_server_cpu`: runs a load and reads the server's CPU time (utime +
   stime over its whole process tree, /proc) just before and just after it.
+  The kernel's part (stime) is kept apart as well: it is what a proxy's
+  system calls cost, so it shows how much of a difference between two
+  servers is their own code and how much the work every proxy must do.
   CPU per request = that difference / requests completed: unlike requests per
   second, it hardly depends on how fast this machine is, so it is the figure
   to compare between machines.  CPU utilisation = the difference / the
@@ -70,12 +73,15 @@ def with_server_cpu(ctx: Context, server: Server, load: Callable[[], dict]) -> d
     cores = {"others_server_core": placement.server_core, "others_load_core": placement.load_core}
     others_before = {name: others_cpu_seconds(core, placement.load_core) for name, core in cores.items() if core is not None}
     started = time.monotonic()
-    before = server.process.cpu_seconds()
+    user_before, system_before = server.process.cpu_times()
     result = load()
-    cpu = server.process.cpu_seconds() - before
+    user_after, system_after = server.process.cpu_times()
+    system = system_after - system_before
+    cpu = user_after - user_before + system
     wall = time.monotonic() - started
     metrics = load_metrics(result)
     metrics["cpu_us_per_req"] = cpu / result["requests"] * 1e6 if result["requests"] else float("nan")
+    metrics["system_us_per_req"] = system / result["requests"] * 1e6 if result["requests"] else float("nan")
     metrics["cpu_util"] = cpu / result["elapsed_s"] if result["elapsed_s"] else float("nan")
     for name, core in cores.items():
         if core is not None:

@@ -90,7 +90,16 @@ def process_tree(pid: int) -> list[int]:
 
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes (all their threads), in seconds."""
-    ticks = 0
+    user, system = cpu_times(pids)
+    return user + system
+
+
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of these processes (all their threads), in seconds:
+    time in user space (the program, its interpreter and libraries) and in
+    the kernel on their behalf (system calls, and the loopback TCP work a
+    send does for its receiver)."""
+    user = system = 0
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
@@ -98,8 +107,9 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         # The command name (field 2) may hold spaces: split after its ")".
         fields = stat[stat.rindex(")") + 2 :].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
-    return ticks / CLOCK_TICKS
+        user += int(fields[11])  # utime, stime: fields 14 and 15 of stat(5)
+        system += int(fields[12])
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -209,6 +219,9 @@ class Process:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pids())
+
+    def cpu_times(self) -> tuple[float, float]:
+        return cpu_times(self.pids())
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.pids())

@@ -15,6 +15,10 @@ of samples per function, twice:
   frames; the event loop's own work (epoll, reads) shows as Runner.run;
 - inclusive: the function anywhere on the stack.
 
+Before them it prints muxproxy's CPU time per inner request from /proc,
+split into user space (the interpreter and the C extensions) and kernel
+(system calls): py-spy cannot tell the two apart within a function.
+
 It needs py-spy (`pip install py-spy`); like the benchmark, it installs
 nothing and stops what it started by PID.
 """
@@ -36,7 +40,7 @@ from pathlib import Path
 
 from bench.machine import Placement
 from bench.peers import MuxProxy, NginxOrigin
-from bench.procs import Process, pinned
+from bench.procs import Process, cpu_times, pinned
 
 SAMPLE_RATE = 250
 WARMUP_S = 3.0
@@ -78,6 +82,15 @@ def summarise(raw: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def cpu_line(user_s: float, kernel_s: float, requests: int) -> str:
+    """muxproxy's CPU per inner request, split into user space and kernel."""
+    if not requests:
+        return "CPU per inner request: no requests completed"
+    user, kernel = user_s / requests * 1e6, kernel_s / requests * 1e6
+    return (f"CPU per inner request (under the profiler): {user + kernel:.1f} µs = "
+            f"{user:.1f} user space + {kernel:.1f} kernel")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="measured load, after a 3 s warm-up")
@@ -109,8 +122,11 @@ def main() -> int:
         load = [sys.executable, "-m", "bench.clients.muxload", "--port", str(proxy.port), "--path", args.path,
                 "--connections", str(args.connections), "--in-flight", str(args.in_flight)]
         subprocess.run(pinned(load + ["--duration", str(WARMUP_S)], place.load_core), check=True, stdout=subprocess.DEVNULL)
+        served = profiled.pids()[1:]  # muxproxy, without py-spy
+        user_before, kernel_before = cpu_times(served)
         result = subprocess.run(pinned(load + ["--duration", str(args.seconds)], place.load_core), check=True,
                                 capture_output=True, text=True)
+        user_after, kernel_after = cpu_times(served)
         figures = json.loads(result.stdout)
         # SIGINT to muxproxy (py-spy's child) only: it exits, and py-spy then
         # writes the stacks and exits by itself.
@@ -124,6 +140,7 @@ def main() -> int:
             process.stop()
     print(f"load: C={args.connections} K={args.in_flight} {args.path}: "
           f"{figures['rps']:,.0f} inner requests/s over {figures['elapsed_s']:.1f} s, errors {figures['errors']}")
+    print(cpu_line(user_after - user_before, kernel_after - kernel_before, figures["requests"]))
     print(summarise(raw, args.top))
     print(f"\nraw stacks (for flamegraph.pl): {raw}")
     return 0

@@ -144,7 +144,8 @@ class Throughput:
             "",
             "Closed-loop load for "
             f"{ctx.settings.duration:g} s per measurement (wrk: whole seconds).  Requests per second "
-            "(inner requests for the mux stream) and server CPU per request, median (min–max) over "
+            "(inner requests for the mux stream) and server CPU per request (**of it kernel**: its system "
+            "time alone), median (min–max) over "
             f"{ctx.settings.rounds} round(s).  **× direct**: throughput divided by direct-to-origin throughput "
             "at the same number of concurrent requests and size, in the same round.  **CPU %**: the server's "
             "CPU time over the elapsed time (100 % = one core saturated).  " + report.DISTURBANCE_NOTE,
@@ -193,7 +194,7 @@ class Throughput:
 
     @staticmethod
     def _headers() -> list[str]:
-        return ["configuration", "load", "req/s", "× direct", "server CPU µs/req", "CPU %", "others %", "p50 µs", "p99 µs", "errors"]
+        return ["configuration", "load", "req/s", "× direct", "server CPU µs/req", "of it kernel", "CPU %", "others %", "p50 µs", "p99 µs", "errors"]
 
     @staticmethod
     def _row(results: Results, key: str) -> list[str]:
@@ -204,6 +205,7 @@ class Throughput:
             report.spread(results.spread(key, "rps")),
             report.ratio(results.ratio(key, "rps")) if case.reference else "1 (reference)",
             report.spread(results.spread(key, "cpu_us_per_req"), 1),
+            report.spread(results.spread(key, "system_us_per_req"), 1),
             report.percent(results.spread(key, "cpu_util")),
             _disturbance(results, key),
             report.spread(results.spread(key, "p50_us")),

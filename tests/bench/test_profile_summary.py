@@ -1,6 +1,9 @@
 """bench/profile.py's reading of py-spy's raw output (no py-spy needed)."""
 
-from bench.profile import function_name, summarise
+import os
+
+from bench.procs import cpu_seconds, cpu_times
+from bench.profile import cpu_line, function_name, summarise
 
 
 def test_function_names_are_shortened_to_the_module():
@@ -22,3 +25,18 @@ def test_self_and_inclusive_shares(tmp_path):
     assert " 75.0 %  feed (parser.py)" in own and " 25.0 %  loop (shell.py)" in own
     assert "100.0 %  main (cli.py)" in anywhere and "100.0 %  loop (shell.py)" in anywhere
     assert " 75.0 %  feed (parser.py)" in anywhere
+
+
+def test_cpu_per_request_is_split_into_user_space_and_kernel():
+    assert cpu_line(0.3, 0.1, 10_000) == (
+        "CPU per inner request (under the profiler): 40.0 µs = 30.0 user space + 10.0 kernel"
+    )
+    assert cpu_line(0.3, 0.1, 0) == "CPU per inner request: no requests completed"
+
+
+def test_cpu_times_add_up_to_cpu_seconds():
+    sum(range(2_000_000))  # some user time of our own
+    user, kernel = cpu_times([os.getpid()])
+    assert user > 0 and kernel >= 0
+    assert abs((user + kernel) - cpu_seconds([os.getpid()])) < 0.05
+    assert cpu_times([2**22 + 12345]) == (0.0, 0.0)  # a PID that does not exist counts nothing

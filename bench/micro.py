@@ -1,0 +1,168 @@
+"""What the sans-IO core costs per inner request, without sockets.
+
+    python -m bench.micro                 # 100 inner requests per batch, best of 7 repeats
+    python -m bench.micro --batch 10 --repeats 15
+
+Strategy: scenario 1 measures muxproxy whole, kernel included; this times
+the protocol core alone, stage by stage, on the same messages: the inner
+GETs the mux load client sends, and the response head nginx sends for
+bench's 100-byte file.  Each stage runs `batch` inner requests at a time,
+as one outer read brings them in, and is repeated; the best repeat is
+reported (the least disturbed one: the figures are for comparing two
+versions of the code on one machine, not for the README's targets).
+
+Stages, per inner request, in microseconds:
+
+- inner parsing: RequestParser alone on the batch (llhttp and our checks);
+- inner parsing and dispatch: MuxSession.receive_data until its
+  ForwardRequest commands (parsing, routing, header rewriting);
+- llhttp alone: httptools with empty callbacks on the origin response, the
+  floor under the next line;
+- origin response parsing: ResponseParser.start + feed (validation, field
+  sorting, framing and reuse decisions);
+- answer: MuxSession.response_complete + take_output (the inner response
+  built and queued for the client).
+
+It needs nothing beyond muxproxy's own dependencies and starts no process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+import httptools
+
+from proxy.core.forwarding import ClientInfo
+from proxy.core.http1.request_parser import RequestParser
+from proxy.core.http1.response_parser import ResponseParser
+from proxy.core.mux.commands import ForwardRequest
+from proxy.core.mux.session import MuxLimits, MuxSession
+from proxy.core.routing import Route, RouteTable, Timeouts
+
+#: The response head nginx 1.22 sends for a static file, as bench's origin
+#: serves /100b (field order and spelling as nginx writes them).
+ORIGIN_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: nginx/1.22.1\r\n"
+    b"Date: Mon, 23 Nov 2026 18:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Length: 100\r\n"
+    b"Last-Modified: Mon, 23 Nov 2026 17:00:00 GMT\r\n"
+    b"Connection: keep-alive\r\n"
+    b'ETag: "6742171a-64"\r\n'
+    b"Accept-Ranges: bytes\r\n"
+    b"\r\n" + b"x" * 100
+)
+
+
+def inner_requests(count: int, first_id: int = 0) -> bytes:
+    """What bench/clients/muxload.py writes for `count` inner requests."""
+    return b"".join(b"GET /100b HTTP/1.1\r\nRequest-Id: %d\r\n\r\n" % (first_id + i) for i in range(count))
+
+
+def new_session(batch: int) -> MuxSession:
+    """A session as bench/configs/muxproxy.toml makes one: one route, no access log."""
+    route = Route("route[1]", "origin", b"/", frozenset(), (), False, "preserve", Timeouts(5.0, 60.0, 300.0))
+    return MuxSession(
+        limits=MuxLimits(max_in_flight=max(128, batch)),
+        routes=RouteTable([route]),
+        client=ClientInfo(b"127.0.0.1", b"http", b"muxproxy"),
+        outer_host=b"127.0.0.1:8080",
+        inherited={},
+        proxy_name=b"muxproxy",
+        gzip_response=False,
+        gzip_request=False,
+        clock=time.monotonic,
+        report_completions=False,
+    )
+
+
+class _EmptyCallbacks:
+    def on_message_begin(self) -> None: ...
+    def on_status(self, reason: bytes) -> None: ...
+    def on_header(self, name: bytes, value: bytes) -> None: ...
+    def on_headers_complete(self) -> None: ...
+    def on_body(self, data: bytes) -> None: ...
+    def on_message_complete(self) -> None: ...
+
+
+def measure(batch: int, repeats: int, rounds_per_repeat: int = 50) -> dict[str, float]:
+    """Best-of-`repeats` microseconds per inner request for each stage."""
+    stages: dict[str, Callable[[], None]] = {}
+    requests = inner_requests(batch)
+
+    request_parser = RequestParser(max_head_size=16384, max_header_count=100, require_host=False)
+    stages["inner parsing"] = lambda: request_parser.feed(requests)
+
+    # One session serves every round: each round's requests are answered
+    # (stage "answer") before the next round's arrive, as in a real stream.
+    session = new_session(batch)
+    origin_parsers = [ResponseParser(max_head_size=16384, max_header_count=100) for _ in range(batch)]
+    forwarded: list[ForwardRequest] = []
+    parsed: list[list] = []
+
+    def dispatch() -> None:
+        session.receive_data(requests)
+        forwarded[:] = [c for c in session.take_commands() if type(c) is ForwardRequest]
+        if len(forwarded) != batch:
+            raise RuntimeError(f"{len(forwarded)} of {batch} inner requests were forwarded")
+
+    def origin_parsing() -> None:
+        parsed[:] = []
+        for parser in origin_parsers:
+            parser.start(b"GET")
+            parsed.append(parser.feed(ORIGIN_RESPONSE))
+
+    def answer() -> None:
+        for command, events in zip(forwarded, parsed):
+            session.response_complete(command.stream_id, events[0], events[1].data)
+        session.take_commands()
+        if not session.take_output():
+            raise RuntimeError("the session wrote no inner responses")
+
+    floor = [httptools.HttpResponseParser(_EmptyCallbacks()) for _ in range(batch)]
+
+    def llhttp_alone() -> None:
+        for parser in floor:
+            parser.feed_data(ORIGIN_RESPONSE)
+
+    best = {name: float("inf") for name in ("inner parsing", "inner parsing and dispatch", "llhttp alone",
+                                            "origin response parsing", "answer")}
+    for _ in range(repeats):
+        spent = dict.fromkeys(best, 0.0)
+        for _ in range(rounds_per_repeat):
+            for name, stage in (("inner parsing", stages["inner parsing"]), ("inner parsing and dispatch", dispatch),
+                                ("llhttp alone", llhttp_alone), ("origin response parsing", origin_parsing),
+                                ("answer", answer)):
+                started = time.perf_counter()
+                stage()
+                spent[name] += time.perf_counter() - started
+        for name, seconds in spent.items():
+            best[name] = min(best[name], seconds / (rounds_per_repeat * batch) * 1e6)
+    return best
+
+
+def render(figures: dict[str, float], batch: int, repeats: int) -> str:
+    core = figures["inner parsing and dispatch"] + figures["origin response parsing"] + figures["answer"]
+    lines = [f"sans-IO core, {batch} inner requests per batch, best of {repeats} repeats (µs per inner request):", ""]
+    lines += [f"{figures[name]:8.2f}  {name}" for name in figures]
+    lines += [f"{core:8.2f}  core in all (dispatch + origin response parsing + answer)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=100, help="inner requests per outer read (K)")
+    parser.add_argument("--repeats", type=int, default=7, help="repeats; the best is reported")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1:
+        parser.error("--batch and --repeats must be at least 1")
+    print(render(measure(args.batch, args.repeats), args.batch, args.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
