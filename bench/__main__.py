@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "Every peer runs one worker process or thread on its one core: nginx `worker_processes 1`, HAProxy "
         "`nbthread 1`, nghttpx `workers=1`; muxproxy is one process.  Configs: bench/configs/.",
         "Server CPU: utime + stime from /proc/PID/stat, summed over the server's process tree, read before "
-        "and after each measurement; per request = that CPU time / requests completed.",
+        "and after each measurement; per request = that CPU time / requests completed.  Scenario 1 also "
+        "gives the stime part alone (the kernel's).",
         f"Machine activity: {noise.describe((finished - started).total_seconds())}",
     ]
     path = out_dir / f"{stem}.md"
