@@ -64,10 +64,13 @@ def inner_requests(count: int, first_id: int = 0) -> bytes:
 
 
 def new_session(batch: int) -> MuxSession:
-    """A session as bench/configs/muxproxy.toml makes one: one route, no access log."""
+    """A session as bench/configs/muxproxy.toml makes one: one route, no
+    access log, mux.max_in_flight 256 (more if the batch is larger, so that
+    every request of a batch is forwarded at once).  The load client's outer
+    request carries none of the fields mux.inherit_headers names."""
     route = Route("route[1]", "origin", b"/", frozenset(), (), False, "preserve", Timeouts(5.0, 60.0, 300.0))
     return MuxSession(
-        limits=MuxLimits(max_in_flight=max(128, batch)),
+        limits=MuxLimits(max_in_flight=max(256, batch)),
         routes=RouteTable([route]),
         client=ClientInfo(b"127.0.0.1", b"http", b"muxproxy"),
         outer_host=b"127.0.0.1:8080",
