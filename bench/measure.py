@@ -82,6 +82,7 @@ def with_server_cpu(ctx: Context, server: Server, load: Callable[[], dict]) -> d
     metrics = load_metrics(result)
     metrics["cpu_us_per_req"] = cpu / result["requests"] * 1e6 if result["requests"] else float("nan")
     metrics["system_us_per_req"] = system / result["requests"] * 1e6 if result["requests"] else float("nan")
+    metrics["user_us_per_req"] = metrics["cpu_us_per_req"] - metrics["system_us_per_req"]
     metrics["cpu_util"] = cpu / result["elapsed_s"] if result["elapsed_s"] else float("nan")
     for name, core in cores.items():
         if core is not None:

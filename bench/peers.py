@@ -155,6 +155,17 @@ class NullMux(Server):
         return [sys.executable, "-m", "bench.servers.nullmux", "--port", str(self.port)]
 
 
+class BareMux(Server):
+    """bench/servers/baremux.py: the mux design's floor in Python, in front of `origin_port`."""
+
+    def __init__(self, name: str, run_dir: Path, core: int | None, origin_port: int) -> None:
+        super().__init__(name, run_dir, core)
+        self.origin_port = origin_port
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "bench.servers.baremux", "--port", str(self.port), "--origin-port", str(self.origin_port)]
+
+
 class SlowOrigin(Server):
     """bench/servers/slow_origin.py: every response after `delay` seconds."""
 

@@ -11,6 +11,11 @@ requests:
   carrying 1/10/100 streams, and 10 connections x 10 streams;
 * muxproxy's mux stream: the mux load client with one outer connection and
   K = 1/10/100 inner requests in flight, and 10 outer connections x 10.
+* the bare mux relay (bench/servers/baremux.py): muxproxy's design on the
+  same stack with none of its checks, at the mux stream's heaviest loads
+  (1 x 100 and 10 x 10): the floor under muxproxy's CPU per request, so the
+  report can say how much of muxproxy's figure is its own work and how much
+  is the design in CPython.
 The mux load client's ceiling is measured in the same rounds against the
 null mux server (bench/servers/nullmux.py) on the server core.
 """
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from bench import report
 from bench.measure import with_server_cpu
-from bench.peers import HAProxy, MuxProxy, Nghttpx, NginxOrigin, NginxProxy, NullMux
+from bench.peers import BareMux, HAProxy, MuxProxy, Nghttpx, NginxOrigin, NginxProxy, NullMux
 from bench.plots import Panel, bar_panels
 from bench.runner import Case, Context, Plan, Results, Section, TargetRow
 
@@ -31,6 +36,9 @@ HTTP1_CONNECTIONS = (1, 10, 100)
 #: (connections, streams or inner requests in flight per connection)
 MULTIPLEXED = ((1, 1), (1, 10), (1, 100), (10, 10))
 CEILING_LOADS = ((1, 100), (10, 10))
+#: Loads at which the bare relay (the floor) runs beside the mux stream.
+FLOOR_LOADS = ((1, 100), (10, 10))
+FLOOR_LABEL = "bare mux relay (floor: same design, no checks)"
 
 
 LEVELS = ["1", "10", "100", "10×10"]
@@ -54,6 +62,7 @@ class Throughput:
         nghttpx = Nghttpx("nghttpx", ctx.run_dir, server_core, origin.port)
         mux = MuxProxy("muxproxy", ctx.run_dir, server_core, origin.port)
         null = NullMux("nullmux", ctx.run_dir, server_core)
+        bare = BareMux("baremux", ctx.run_dir, server_core, origin.port)
         loads, seconds = ctx.loads, ctx.settings.duration
         cases = []
         for path, size in SIZES:
@@ -125,6 +134,21 @@ class Throughput:
                         _level(connections, in_flight),
                     )
                 )
+            for connections, in_flight in FLOOR_LOADS:
+                load = partial(
+                    loads.muxload, bare.port, path, connections=connections, in_flight=in_flight, duration=seconds
+                )
+                cases.append(
+                    Case(
+                        f"floor {size} {connections}x{in_flight}",
+                        FLOOR_LABEL,
+                        f"mux C={connections} K={in_flight}",
+                        partial(with_server_cpu, ctx, bare, load),
+                        reference[connections * in_flight],
+                        size,
+                        _level(connections, in_flight),
+                    )
+                )
         for connections, in_flight in CEILING_LOADS:
             load = partial(loads.muxload, null.port, "/100b", connections=connections, in_flight=in_flight, duration=seconds)
             cases.append(
@@ -136,7 +160,7 @@ class Throughput:
                     group="ceiling",
                 )
             )
-        return Plan([origin, direct, nginx, haproxy, nghttpx, mux, null], cases)
+        return Plan([origin, direct, nginx, haproxy, nghttpx, mux, null, bare], cases)
 
     def report(self, results: Results, ctx: Context, out_dir: Path, stem: str) -> Section:
         lines = [
@@ -156,6 +180,7 @@ class Throughput:
             rows = [self._row(results, key) for key, case in results.cases.items() if case.group == size]
             lines += [f"### {size} responses", "", report.table(self._headers(), rows), ""]
             panels.append(self._panel(results, size))
+        lines += self._floor_lines(results)
         lines += [
             "### Ceiling of the mux load client",
             "",
@@ -191,6 +216,51 @@ class Throughput:
         )
         plot = bar_panels(out_dir / f"{stem}-scenario1.png", "Scenario 1: throughput, × direct to origin", panels)
         return Section("\n".join(lines), [plot], self._targets(results))
+
+    @staticmethod
+    def _floor_lines(results: Results) -> list[str]:
+        rows = []
+        for _, size in SIZES:
+            for connections, in_flight in FLOOR_LOADS:
+                mux, floor = f"muxproxy {size} {connections}x{in_flight}", f"floor {size} {connections}x{in_flight}"
+                rows.append(
+                    [
+                        size,
+                        f"mux C={connections} K={in_flight}",
+                        report.ratio(results.ratio(mux, "rps", floor)),
+                        report.spread(results.spread(mux, "cpu_us_per_req"), 1),
+                        report.spread(results.spread(floor, "cpu_us_per_req"), 1),
+                        report.spread(results.spread(mux, "user_us_per_req"), 1),
+                        report.spread(results.spread(floor, "user_us_per_req"), 1),
+                        report.spread(results.difference(mux, "user_us_per_req", floor), 1),
+                    ]
+                )
+        return [
+            "### muxproxy against the floor of its design",
+            "",
+            "The bare mux relay (bench/servers/baremux.py) runs muxproxy's design on the same stack (uvloop, "
+            "httptools for both levels, pooled keep-alive origin connections, one outer write per event-loop "
+            "iteration) and nothing else: no checks, limits, timeouts, routing or metrics.  Its CPU per request "
+            "is what the design costs in CPython on this machine.  **muxproxy's own work** is muxproxy's "
+            "user-space CPU per request minus the relay's, in the same round: what validating, routing, "
+            "rewriting, limiting and accounting cost.  **user space** is the CPU time per request less its "
+            "kernel part.",
+            "",
+            report.table(
+                [
+                    "size",
+                    "load",
+                    "muxproxy req/s × floor",
+                    "muxproxy CPU µs/req",
+                    "floor CPU µs/req",
+                    "muxproxy user space",
+                    "floor user space",
+                    "muxproxy's own work µs/req",
+                ],
+                rows,
+            ),
+            "",
+        ]
 
     @staticmethod
     def _headers() -> list[str]:
@@ -230,20 +300,26 @@ class Throughput:
         vs_h2 = results.ratio(mux, "rps", h2)
         vs_nginx = results.ratio(mux, "rps", nginx)
         cpu = results.spread(mux, "cpu_us_per_req")
+        floor = "floor 100 B 1x100"
+        floor_vs_h2 = results.ratio(floor, "rps", h2)
+        floor_vs_nginx = results.ratio(floor, "rps", nginx)
+        floor_cpu = results.spread(floor, "cpu_us_per_req")
         return [
             TargetRow(
                 "S1, 100 B, K=100 on one connection: muxproxy inner req/s ≥ 1.0× nghttpx (1 connection × 100 streams)",
-                f"{report.ratio(vs_h2)} ({report.spread(results.spread(mux, 'rps'))} vs {report.spread(results.spread(h2, 'rps'))} req/s)",
+                f"{report.ratio(vs_h2)} ({report.spread(results.spread(mux, 'rps'))} vs {report.spread(results.spread(h2, 'rps'))} req/s); "
+                f"the bare relay of the same design: {report.ratio(floor_vs_h2)}",
                 vs_h2.median >= 1.0,
             ),
             TargetRow(
                 "S1, 100 B: muxproxy K=100 on one connection ≥ 1.4× nginx (tuned HTTP/1.1 proxy, 100 connections)",
-                f"{report.ratio(vs_nginx)} ({report.spread(results.spread(nginx, 'rps'))} req/s for nginx)",
+                f"{report.ratio(vs_nginx)} ({report.spread(results.spread(nginx, 'rps'))} req/s for nginx); "
+                f"the bare relay of the same design: {report.ratio(floor_vs_nginx)}",
                 vs_nginx.median >= 1.4,
             ),
             TargetRow(
                 "S1, 100 B, K=100: muxproxy server CPU ≤ 16 µs per inner request",
-                f"{report.spread(cpu, 1)} µs",
+                f"{report.spread(cpu, 1)} µs; the bare relay of the same design: {report.spread(floor_cpu, 1)} µs",
                 cpu.median <= 16,
             ),
         ]
