@@ -69,6 +69,14 @@ class Server:
             self.process.stop()
 
 
+class Front(Server):
+    """A server in front of the origin listening on `origin_port`."""
+
+    def __init__(self, name: str, run_dir: Path, core: int | None, origin_port: int) -> None:
+        super().__init__(name, run_dir, core)
+        self.origin_port = origin_port
+
+
 class NginxOrigin(Server):
     """nginx serving ORIGIN_FILES (bench/configs/nginx-origin.conf)."""
 
@@ -89,12 +97,8 @@ class NginxOrigin(Server):
         return [program("nginx"), "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
 
 
-class NginxProxy(Server):
+class NginxProxy(Front):
     """nginx as an HTTP/1.1 reverse proxy (bench/configs/nginx-proxy.conf)."""
-
-    def __init__(self, name: str, run_dir: Path, core: int | None, origin_port: int) -> None:
-        super().__init__(name, run_dir, core)
-        self.origin_port = origin_port
 
     def argv(self) -> list[str]:
         (self.dir / "tmp").mkdir(exist_ok=True)
@@ -109,12 +113,11 @@ class NginxProxy(Server):
         return [program("nginx"), "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
 
 
-class HAProxy(Server):
+class HAProxy(Front):
     """HAProxy with an HTTP/1.1 front (`port`) and an h2c front (`h2_port`) (bench/configs/haproxy.cfg)."""
 
     def __init__(self, name: str, run_dir: Path, core: int | None, origin_port: int) -> None:
-        super().__init__(name, run_dir, core)
-        self.origin_port = origin_port
+        super().__init__(name, run_dir, core, origin_port)
         self.h2_port = free_port()
 
     def argv(self) -> list[str]:
@@ -124,24 +127,16 @@ class HAProxy(Server):
         return [program("haproxy"), "-db", "-f", str(conf)]
 
 
-class Nghttpx(Server):
+class Nghttpx(Front):
     """nghttpx, h2c in front, HTTP/1.1 to the origin (bench/configs/nghttpx.conf)."""
-
-    def __init__(self, name: str, run_dir: Path, core: int | None, origin_port: int) -> None:
-        super().__init__(name, run_dir, core)
-        self.origin_port = origin_port
 
     def argv(self) -> list[str]:
         conf = render("nghttpx.conf", self.dir / "nghttpx.conf", run_dir=self.dir, port=self.port, origin_port=self.origin_port)
         return [program("nghttpx"), f"--conf={conf}"]
 
 
-class MuxProxy(Server):
+class MuxProxy(Front):
     """muxproxy from this repository (bench/configs/muxproxy.toml)."""
-
-    def __init__(self, name: str, run_dir: Path, core: int | None, origin_port: int) -> None:
-        super().__init__(name, run_dir, core)
-        self.origin_port = origin_port
 
     def argv(self) -> list[str]:
         conf = render("muxproxy.toml", self.dir / "muxproxy.toml", port=self.port, origin_port=self.origin_port)
@@ -155,12 +150,8 @@ class NullMux(Server):
         return [sys.executable, "-m", "bench.servers.nullmux", "--port", str(self.port)]
 
 
-class BareMux(Server):
+class BareMux(Front):
     """bench/servers/baremux.py: the mux design's floor in Python, in front of `origin_port`."""
-
-    def __init__(self, name: str, run_dir: Path, core: int | None, origin_port: int) -> None:
-        super().__init__(name, run_dir, core)
-        self.origin_port = origin_port
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "bench.servers.baremux", "--port", str(self.port), "--origin-port", str(self.origin_port)]

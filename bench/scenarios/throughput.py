@@ -119,36 +119,25 @@ class Throughput:
                             _level(connections, streams),
                         )
                     )
-            for connections, in_flight in MULTIPLEXED:
-                load = partial(
-                    loads.muxload, mux.port, path, connections=connections, in_flight=in_flight, duration=seconds
-                )
-                cases.append(
-                    Case(
-                        f"muxproxy {size} {connections}x{in_flight}",
-                        "muxproxy (mux stream)",
-                        f"mux C={connections} K={in_flight}",
-                        partial(with_server_cpu, ctx, mux, load),
-                        reference[connections * in_flight],
-                        size,
-                        _level(connections, in_flight),
+            for prefix, label, server, mux_loads in (
+                ("muxproxy", "muxproxy (mux stream)", mux, MULTIPLEXED),
+                ("floor", FLOOR_LABEL, bare, FLOOR_LOADS),
+            ):
+                for connections, in_flight in mux_loads:
+                    load = partial(
+                        loads.muxload, server.port, path, connections=connections, in_flight=in_flight, duration=seconds
                     )
-                )
-            for connections, in_flight in FLOOR_LOADS:
-                load = partial(
-                    loads.muxload, bare.port, path, connections=connections, in_flight=in_flight, duration=seconds
-                )
-                cases.append(
-                    Case(
-                        f"floor {size} {connections}x{in_flight}",
-                        FLOOR_LABEL,
-                        f"mux C={connections} K={in_flight}",
-                        partial(with_server_cpu, ctx, bare, load),
-                        reference[connections * in_flight],
-                        size,
-                        _level(connections, in_flight),
+                    cases.append(
+                        Case(
+                            f"{prefix} {size} {connections}x{in_flight}",
+                            label,
+                            f"mux C={connections} K={in_flight}",
+                            partial(with_server_cpu, ctx, server, load),
+                            reference[connections * in_flight],
+                            size,
+                            _level(connections, in_flight),
+                        )
                     )
-                )
         for connections, in_flight in CEILING_LOADS:
             load = partial(loads.muxload, null.port, "/100b", connections=connections, in_flight=in_flight, duration=seconds)
             cases.append(
