@@ -94,7 +94,7 @@ class OriginConnection(asyncio.Protocol):
             body,
         ]
         stream = self.stream
-        self.stream, self.fields, self.body = None, [], []
+        self.stream, self.reason, self.fields, self.body = None, b"", [], []
         self.relay.idle.append(self)
         stream.answer(b"".join(parts))
 
@@ -143,14 +143,15 @@ class ClientStream(asyncio.Protocol):
         head = b"".join(
             [self.inner.get_method(), b" ", self.target, b" HTTP/1.1\r\nHost: ", self.relay.authority, *self.fields, b"\r\n\r\n"]
         )
-        self.fields = []
+        target, request_id = self.target, self.request_id
+        self.fields, self.request_id = [], b""  # the next inner request may carry none
         self.in_flight += 1
         relay = self.relay
         if relay.idle:
-            relay.idle.pop().run(self, self.target, self.request_id, head)
+            relay.idle.pop().run(self, target, request_id, head)
         else:
             connection = OriginConnection(relay)
-            connection.run(self, self.target, self.request_id, head)
+            connection.run(self, target, request_id, head)
             relay.open(connection)
 
     def answer(self, response: bytes) -> None:
