@@ -21,7 +21,14 @@ Stages, per inner request, in microseconds:
 - origin response parsing: ResponseParser.start + feed (validation, field
   sorting, framing and reuse decisions);
 - answer: MuxSession.response_complete + take_output (the inner response
-  built and queued for the client).
+  built and queued for the client);
+- bare relay: the same three steps done by bench/servers/baremux.py, the
+  floor of scenario 1 (its own classes, with transports that discard what
+  they are given): httptools on the inner requests, the origin request
+  heads, httptools on the origin responses, the inner responses joined into
+  one outer chunk.  "core over the bare relay" is muxproxy's core in all
+  less this: what muxproxy's checks and bookkeeping cost inside the core.
+  The rest of scenario 1's "muxproxy's own work" is in the shell.
 
 It needs nothing beyond muxproxy's own dependencies and starts no process.
 """
@@ -35,6 +42,7 @@ from typing import Callable
 
 import httptools
 
+from bench.servers import baremux
 from proxy.core.forwarding import ClientInfo
 from proxy.core.http1.request_parser import RequestParser
 from proxy.core.http1.response_parser import ResponseParser
@@ -92,6 +100,41 @@ class _EmptyCallbacks:
     def on_message_complete(self) -> None: ...
 
 
+class _DiscardingTransport:
+    def write(self, data: bytes) -> None: ...
+
+
+class _LaterLoop:
+    """baremux's only use of its loop here: call_soon(flush); the stage flushes itself."""
+
+    def call_soon(self, callback: Callable[[], None]) -> None: ...
+
+
+def bare_relay(batch: int, client_transport: object | None = None) -> Callable[[], None]:
+    """One round of the bare relay's protocol work on `batch` inner requests
+    (its outer chunk goes to `client_transport`, by default nowhere)."""
+    relay = baremux.Relay(_LaterLoop(), 8080)  # type: ignore[arg-type]
+    connections = [baremux.OriginConnection(relay) for _ in range(batch)]
+    for connection in connections:
+        connection.transport = _DiscardingTransport()  # type: ignore[assignment]
+    relay.idle[:] = connections
+    stream = baremux.ClientStream(relay)
+    stream.transport = client_transport or _DiscardingTransport()  # type: ignore[assignment]
+    requests = inner_requests(batch)
+
+    def round_() -> None:
+        stream.inner.feed_data(requests)
+        if relay.idle or stream.in_flight != batch:
+            raise RuntimeError("the bare relay did not forward every inner request")
+        for connection in connections:
+            connection.data_received(ORIGIN_RESPONSE)
+        if stream.in_flight or len(stream.output) != batch:
+            raise RuntimeError("the bare relay did not answer every inner request")
+        stream.flush()
+
+    return round_
+
+
 def measure(batch: int, repeats: int, rounds_per_repeat: int = 50) -> dict[str, float]:
     """Best-of-`repeats` microseconds per inner request for each stage."""
     requests = inner_requests(batch)
@@ -139,6 +182,7 @@ def measure(batch: int, repeats: int, rounds_per_repeat: int = 50) -> dict[str, 
         ("llhttp alone", llhttp_alone),
         ("origin response parsing", origin_parsing),
         ("answer", answer),
+        ("bare relay", bare_relay(batch)),
     ]
     best = {name: float("inf") for name, _ in stages}
     for _ in range(repeats):
@@ -158,6 +202,7 @@ def render(figures: dict[str, float], batch: int, repeats: int) -> str:
     lines = [f"sans-IO core, {batch} inner requests per batch, best of {repeats} repeats (µs per inner request):", ""]
     lines += [f"{figures[name]:8.2f}  {name}" for name in figures]
     lines += [f"{core:8.2f}  core in all (dispatch + origin response parsing + answer)"]
+    lines += [f"{core - figures['bare relay']:8.2f}  core over the bare relay (core in all - bare relay)"]
     return "\n".join(lines)
 
 
