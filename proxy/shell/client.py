@@ -244,6 +244,11 @@ class ClientConnection(asyncio.Protocol):
             problem = outer_request_problem(head)
             if problem is None:
                 self.handler = MuxStream(self, head, runtime)
+                if self.writable and not self._watch_body:
+                    # No deadline of the connection's own is armed now (the
+                    # stream keeps its own timer, possibly for hours): drop
+                    # its wheel entry instead of carrying it until it fires.
+                    self.server.wheel.cancel(self)
             else:
                 allow = [(b"Allow", b"POST")] if problem.status == 405 else []
                 self.handler = RejectedRequest(self, head, problem, allow)

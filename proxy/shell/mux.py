@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 #: Shared by streams that never started an exchange; only read, never written.
 _NO_EXCHANGES: dict = {}
+_NEVER = float("inf")  # one shared float, not one per stream
 
 
 class InnerSink:
@@ -131,7 +132,7 @@ class MuxStream:
         self._running = False
         self._again = False
         self._flush_scheduled = False
-        self._timer_at = float("inf")  # when the wheel calls on_wheel next
+        self._timer_at = _NEVER  # when the wheel calls on_wheel next
         self.ended = False
         self.started = time.monotonic()
         self.encoder = RAW if self.http10 else CHUNKED
@@ -338,11 +339,15 @@ class MuxStream:
             self._timer_at = self.session.clock() + delay
             wheel.schedule(self, self.conn.loop.time() + delay)
         else:
-            self._timer_at = float("inf")
+            self._timer_at = _NEVER
             wheel.cancel(self)
 
     def on_wheel(self) -> None:
-        self._timer_at = float("inf")
+        self._timer_at = _NEVER
+        if not self.exchanges:
+            # A dict keeps the table a burst grew (about 4.6 KiB after 100
+            # in flight); an idle stream should not hold it for hours.
+            self.exchanges = _NO_EXCHANGES
         session = self.session
         beats = session.heartbeats
         delay = session.on_timer()
@@ -354,4 +359,4 @@ class MuxStream:
 
     def _stop(self) -> None:
         self.conn.server.wheel.cancel(self)
-        self._timer_at = float("inf")
+        self._timer_at = _NEVER

@@ -8,6 +8,7 @@ independent wire reader from tests/support/muxwire.py.
 from __future__ import annotations
 
 import gzip
+import sys
 import zlib
 
 import pytest
@@ -597,6 +598,27 @@ def test_idle_stream_is_ended_after_idle_timeout():
     t.clock.now += 2
     t.session.on_timer()
     assert EndOuter(close=True) in t.session.take_commands()
+
+
+def test_an_idle_session_lets_go_of_what_a_burst_grew():
+    # A dict keeps its table when its entries go: after 100 requests in
+    # flight the stream table would hold kilobytes for as long as the stream
+    # then stays idle (possibly hours).
+    t = Transcript(heartbeat=0)
+    fresh = sys.getsizeof(t.session.streams)
+    forwarded = t.forwarded(t.send(b"".join(get(f"/{i}") for i in range(100))))
+    assert len(forwarded) == 100
+    for stream_id in forwarded:
+        t.respond(stream_id, body=b"x")
+    assert len(t.responses()) == 100 and not t.session.streams
+    assert sys.getsizeof(t.session.streams) > 4 * fresh  # grown, now empty
+    t.session.on_timer()
+    assert sys.getsizeof(t.session.streams) == fresh and t.session._parser is None
+    # ... and takes it up again for the next request.
+    (stream_id,) = t.forwarded(t.send(get("/again", "g")))
+    t.respond(stream_id, body=b"ok")
+    (response,) = t.responses()
+    assert (response.request_id, response.body) == ("g", b"ok")
 
 
 def test_no_idle_timeout_while_requests_are_in_flight():

@@ -20,6 +20,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -1407,3 +1408,37 @@ def test_inner_chunked_request_body_with_bad_chunk_size_is_tagged(routed_proxy):
         client.send(b"POST /files/x HTTP/1.1\r\nRequest-Id: badchunk\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
         responses = client.receive_until_end()
     assert [(r.status, r.content_location, r.request_id) for r in responses] == [(400, "/files/x", "badchunk")]
+
+
+def test_an_idle_stream_holds_no_more_than_a_fresh_one(nginx, mux_proxy):
+    """What a long-lived stream holds between bursts: the connection keeps no
+    timer entry of its own while the stream runs (the stream has its own),
+    and the tables a burst of 100 requests grew are let go at the stream's
+    next timer tick (a dict keeps its table when emptied)."""
+    from proxy.shell.mux import MuxStream
+
+    server = mux_proxy.server
+
+    def the_stream():
+        (conn,) = [c for c in server.connections if isinstance(c.handler, MuxStream)]
+        return conn, conn.handler
+
+    def tables() -> tuple[bool, bool, int, int]:
+        conn, stream = the_stream()
+        due = server.wheel._due
+        return conn in due, stream in due, sys.getsizeof(stream.exchanges), sys.getsizeof(stream.session.streams)
+
+    fresh = sys.getsizeof({})
+    with MuxClient(mux_proxy.port, timeout=TIMEOUT) as client:
+        client.send(b"".join(inner_request("GET", f"/100b.bin?n={n}", request_id=str(n)) for n in range(100)))
+        assert len(client.receive(100, timeout=TIMEOUT)) == 100
+        assert mux_proxy.wait_until(lambda: not the_stream()[1].exchanges)
+        conn_timer, stream_timer, exchanges, streams = mux_proxy.call(tables)
+        assert not conn_timer and stream_timer
+        assert exchanges > 4 * fresh and streams > 4 * fresh  # grown by the burst, now empty
+        mux_proxy.call(lambda: the_stream()[1].on_wheel())
+        assert mux_proxy.call(tables)[2:] == (fresh, fresh)
+        # The stream still works, and takes up its tables again.
+        client.request("GET", "/100b.bin", request_id="again")
+        (again,) = client.receive(1, timeout=TIMEOUT)
+        assert again.status == 200 and again.body == nginx.file("100b.bin")

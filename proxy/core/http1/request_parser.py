@@ -71,6 +71,7 @@ HEAD_DISCARD_FACTOR = 4
 HEAD_GUARD_FACTOR = 8
 
 _NO_EVENTS: list = []  # shared and never appended to (callbacks run inside feed only)
+_NO_FIELDS: Headers = []  # shared while no trailer field has arrived; never appended to
 
 # llhttp error reasons that come from the request line itself: the target
 # read so far may be partial or wrong, so an error response is not tagged.
@@ -221,7 +222,7 @@ class RequestParser:
         self._in_message = False
         self._in_head = False
         self._target = b""
-        self._headers: Headers = []
+        self._headers: Headers = _NO_FIELDS
         self._head: RequestHead | None = None
         # Feed-level accounting (see the module note).
         self._feed_length = 0
@@ -374,6 +375,8 @@ class RequestParser:
         # decides, wherever the reads end.  After the head, the same list
         # collects the trailer fields.
         headers = self._headers
+        if headers is _NO_FIELDS:
+            headers = self._headers = []
         headers.append((name, value))
         if len(headers) > self._field_cap:
             if self._in_head:
@@ -392,7 +395,9 @@ class RequestParser:
             # a body declared by it would never be read, and parsing it as the
             # next request would be request smuggling.  We never upgrade.
             raise FramingError("a request with Upgrade must not carry a body")
-        self._headers = []  # trailers, if any
+        # Trailers, if any, are collected from here: an empty list only once
+        # one arrives (a mux stream's outer parser sits here for hours).
+        self._headers = _NO_FIELDS
         if not self.keep_head:
             self._head = None
         self._events.append(head)

@@ -74,6 +74,10 @@ FEED_SLICE = 2048
 _CHUNKED = [(b"Transfer-Encoding", b"chunked")]
 _NOTHING = memoryview(b"")  # shared: a memoryview costs 184 bytes per session
 _NO_PAUSES: dict[int, bool] = {}  # shared while no origin is paused; never written
+#: Shared while a session has no inner stream; never written.  A dict does
+#: not shrink when its entries go: after a burst of 100 requests in flight
+#: its table holds about 4.6 KiB, so an idle session drops it (on_timer).
+_NO_STREAMS: dict = {}
 
 #: Decompressed bytes produced from a gzip-coded outer body at a time, so a
 #: small compressed body can never expand into memory all at once.
@@ -255,7 +259,7 @@ class MuxSession:
         #: log); off when nobody logs, to save a command per request.
         self.report_completions = report_completions
         self.commands: list = []
-        self.streams: dict[int, InnerStream] = {}
+        self.streams: dict[int, InnerStream] = _NO_STREAMS
         # The inner parser exists only while there is inner input to parse:
         # an idle stream (between messages, nothing buffered) drops it at its
         # next timer tick, and it is made again when bytes arrive.  About a
@@ -521,6 +525,8 @@ class MuxSession:
         parser = self._parser
         if parser is not None and parser.is_idle and not self._unparsed and not self._compressed:
             self._parser = None  # nothing of a next message yet (see __init__)
+        if not self.streams:
+            self.streams = _NO_STREAMS  # let go of the table a burst grew
         if limits.heartbeat > 0:
             due = self.last_output_at + limits.heartbeat
             if now >= due and self._committed is None and not self._out:
@@ -691,6 +697,8 @@ class MuxSession:
     def _new_stream(self, head: RequestHead | None, target: bytes | None, request_id: bytes | None = None) -> InnerStream:
         stream = InnerStream(self._next_id, head, target, self.clock(), request_id)
         self._next_id += 1
+        if self.streams is _NO_STREAMS:
+            self.streams = {}
         self.streams[stream.stream_id] = stream
         return stream
 
@@ -698,7 +706,10 @@ class MuxSession:
         self._head_since = None  # the next head's deadline starts when it does
         stream_id = self._next_id
         self._next_id = stream_id + 1
-        stream = self._current = self.streams[stream_id] = InnerStream(stream_id, head, head.target, self.clock())
+        streams = self.streams
+        if streams is _NO_STREAMS:
+            streams = self.streams = {}
+        stream = self._current = streams[stream_id] = InnerStream(stream_id, head, head.target, self.clock())
         if head.rejection is not None:
             stream.rejection = head.rejection
             return
