@@ -136,7 +136,7 @@ def versions() -> dict[str, str]:
 
     return {
         "Python": sys.version.split()[0],
-        "muxproxy": f"{proxy.__version__} (this repository)",
+        "muxproxy": f"{proxy.__version__} (this repository, {proxy.build()} build)",
         "nginx": _version([program("nginx"), "-v"], r"nginx/(\S+)"),
         "HAProxy": _version([program("haproxy"), "-v"], r"version (\S+)"),
         "nghttpx": _version([program("nghttpx"), "--version"], r"nghttp2/(\S+)"),

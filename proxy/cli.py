@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from proxy import __version__
+from proxy import __version__, build
 from proxy.config import Address, Config, load_config, load_default_config
 from proxy.errors import ConfigError
 
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         help="listen here instead of the config's listeners (repeatable)",
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
-    parser.add_argument("--version", action="version", version=f"muxproxy {__version__}")
+    parser.add_argument("--version", action="version", version=f"muxproxy {__version__} ({build()})")
     # Internal: run as one worker of a master (which passes the sockets).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser

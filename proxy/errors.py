@@ -55,6 +55,24 @@ class UnsupportedTransferCoding(FramingError):
     status = 501
 
 
+class CannotExpect(RequestError):
+    """An Expect value other than 100-continue (RFC 9110 §10.1.1)."""
+
+    status = 417
+
+
+class ConnectNotSupported(FramingError):
+    """CONNECT opens a tunnel; muxproxy is a reverse proxy and never tunnels."""
+
+    status = 405
+
+
+class UnsupportedMethod(FramingError):
+    """llhttp does not know this method (RFC 9110 §9.1: 501)."""
+
+    status = 501
+
+
 class UnsupportedVersion(FramingError):
     """The HTTP version is not 1.0 or 1.1."""
 

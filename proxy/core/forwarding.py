@@ -116,13 +116,13 @@ def request_headers(
             if inherited and low in inherited:
                 present = {low} if present is None else present | {low}
             out.append((name, value))
-        elif action is _XFF:
+        elif action == _XFF:
             xff = value if xff is None else xff + b", " + value
-        elif action is _VIA:
+        elif action == _VIA:
             via = value if via is None else via + b", " + value
-        elif action is _FORWARDED:
+        elif action == _FORWARDED:
             forwarded = value if forwarded is None else forwarded + b", " + value
-        elif action is _CONNECTION:
+        elif action == _CONNECTION:
             connection = value if connection is None else connection + b"," + value
     if connection is not None:
         tokens = {t.strip().lower() for t in connection.split(b",")} - {b"close", b"keep-alive", b""}

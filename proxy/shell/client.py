@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from proxy.core.forwarding import ClientInfo, client_info, error_response
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, RequestHead
@@ -50,6 +50,8 @@ CLIENT_WRITE_LOW = 16 * 1024
 
 _connection_ids = itertools.count(1)
 
+#: A deadline not armed.  Compare with ==, never `is`: compiled (setup.py),
+#: a float attribute is a C double and boxes to a new object at each read.
 _NEVER = float("inf")
 
 
@@ -100,8 +102,10 @@ class ClientConnection(asyncio.Protocol):
         # Parser events waiting for their handler, in order: a deque while
         # there are any, else the empty tuple (an empty deque costs 600
         # bytes, and most connections have nothing queued most of the time).
-        self.pending: deque | tuple = ()
-        self.handler = None
+        self.pending: Any = ()  # typed Any: a deque or the empty tuple
+        # The current request's handler (a MuxStream, PlainRequest or
+        # RejectedRequest: the same duck-typed interface), None between them.
+        self.handler: Any = None
         self.closing = False
         self.writable = True
         self._paused_for = 0  # flow.py bits: why reading is paused
@@ -121,8 +125,9 @@ class ClientConnection(asyncio.Protocol):
 
     # --- asyncio callbacks ------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def connection_made(self, base_transport: asyncio.BaseTransport) -> None:
+        # A stream server's transports are asyncio.Transport.
+        self.transport = transport = cast(asyncio.Transport, base_transport)
         server = self.server
         if not server.admits_connection():
             log.warning("refusing connection: %d client connections open", len(server.connections))
@@ -130,7 +135,7 @@ class ClientConnection(asyncio.Protocol):
             return
         server.connections.add(self)
         server.stats.connections_accepted += 1
-        transport.set_write_buffer_limits(high=CLIENT_WRITE_HIGH, low=CLIENT_WRITE_LOW)  # type: ignore[attr-defined]
+        transport.set_write_buffer_limits(high=CLIENT_WRITE_HIGH, low=CLIENT_WRITE_LOW)
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) else "unix"
         self.client = client_info(address.encode("ascii"), self.proto, self.runtime.proxy_name)
@@ -141,7 +146,7 @@ class ClientConnection(asyncio.Protocol):
         self.server.stats.bytes_received += len(data)
         self._idle_due = _NEVER  # the wheel entry stays; on_wheel re-reads the deadlines
         events = self.parser.feed(data)
-        if self.parser.in_head and self._head_due is _NEVER:
+        if self.parser.in_head and self._head_due == _NEVER:
             self._head_due = now + self.limits.header_timeout
             self._schedule(self._head_due)
         if events:
@@ -182,7 +187,7 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable = False
-        if self._send_due is _NEVER:
+        if self._send_due == _NEVER:
             self._send_due = self.loop.time() + self.limits.send_timeout
             self._schedule(self._send_due)
         if self.handler is not None:
@@ -282,9 +287,10 @@ class ClientConnection(asyncio.Protocol):
     # --- services for handlers ----------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if data and not self.closing:
+        transport = self.transport
+        if data and not self.closing and transport is not None:
             self.server.stats.bytes_sent += len(data)
-            self.transport.write(data)
+            transport.write(data)
 
     def set_reading(self, reason: int, reading: bool) -> None:
         was_paused = self._paused_for
@@ -370,5 +376,5 @@ class ClientConnection(asyncio.Protocol):
         due = min(self._idle_due, self._head_due, self._send_due if not self.writable else _NEVER)
         if self._watch_body:
             due = min(due, self.last_read + limits.body_timeout)
-        if due is not _NEVER and due < _NEVER:
+        if due < _NEVER:
             self.server.wheel.schedule(self, due)

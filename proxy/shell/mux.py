@@ -17,7 +17,7 @@ by the same loop, in order.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.core.http1.messages import RequestHead, ResponseHead
 from proxy.core.http1.serialize import CHUNKED, RAW
@@ -128,7 +128,7 @@ class MuxStream:
         self.method = head.method
         self.target = head.target
         self.receiving = True
-        self.exchanges: dict[int, object] = _NO_EXCHANGES  # a dict of its own once one starts
+        self.exchanges: dict[int, Any] = _NO_EXCHANGES  # a dict of its own once one starts
         self._running = False
         self._again = False
         self._flush_scheduled = False
@@ -137,10 +137,12 @@ class MuxStream:
         self.started = time.monotonic()
         self.encoder = RAW if self.http10 else CHUNKED
         self.bytes_out = 0  # outer body bytes (after gzip), for the access log
+        client = conn.client
+        assert client is not None  # set when the connection was made
         self.session = MuxSession(
             limits=runtime.mux_limits,
             routes=runtime.routes,
-            client=conn.client,
+            client=client,
             outer_host=head.host,
             inherited=runtime.inherited_fields(head),
             proxy_name=runtime.proxy_name,
@@ -242,11 +244,11 @@ class MuxStream:
         if kind is ForwardRequest:
             stream_id = command.stream_id
             upstream = self.runtime.upstreams[command.origin]
-            exchange = upstream.start(command.request, InnerSink(self, stream_id))
+            started = upstream.start(command.request, InnerSink(self, stream_id))
             if stream_id in self.session.streams:
                 if self.exchanges is _NO_EXCHANGES:
                     self.exchanges = {}
-                self.exchanges[stream_id] = exchange
+                self.exchanges[stream_id] = started
         elif kind is InnerCompleted:
             exchange = self.exchanges.pop(command.stream_id, None)
             conn = self.conn

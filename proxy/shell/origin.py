@@ -28,6 +28,8 @@ import asyncio
 import enum
 import logging
 
+from typing import cast
+
 from proxy.core.forwarding import OutboundRequest
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, ResponseHead
 from proxy.core.http1.response_parser import ResponseParser
@@ -102,7 +104,9 @@ class OriginConnection(asyncio.Protocol):
     def __init__(self, pool: "OriginPool", server: ServerState) -> None:
         self.pool = pool
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        # Set by connection_made, which runs before create_connection hands
+        # the connection to the pool: no exchange ever sees it unset.
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = ResponseParser(
             max_head_size=pool.max_response_head_size, max_header_count=pool.max_response_header_count
         )
@@ -227,8 +231,10 @@ class HttpExchange:
             return
         connection = self.connection
         if self.state is ExchangeState.ATTACHED and connection is not None:
+            encoder = self.encoder
+            assert encoder is not None  # a body is sent only by a streaming request
             self.body_sent = True
-            connection.transport.write(self.encoder.encode(data))
+            connection.transport.write(encoder.encode(data))
         else:
             self.pending_body.append(data)
             self.sink.pause_request_body()
@@ -329,9 +335,11 @@ class HttpExchange:
         if self.paused:
             transport.pause_reading()
         if self.sending:
+            encoder = self.encoder
+            assert encoder is not None  # sending: a streaming request
             if self.pending_body:
                 self.body_sent = True
-                transport.write(b"".join(self.encoder.encode(piece) for piece in self.pending_body))
+                transport.write(b"".join([encoder.encode(piece) for piece in self.pending_body]))
                 self.pending_body = []
                 self.sink.resume_request_body()
             if self.body_ended:
@@ -342,19 +350,23 @@ class HttpExchange:
         if self.state is ExchangeState.DONE:
             return
         # Nothing was sent: another server of the origin may answer.
-        if len(self.tried) < len(self.pool.state.servers):
+        tried = self.tried
+        assert tried is not None  # checkout() recorded the server it tried
+        if len(tried) < len(self.pool.state.servers):
             self.state = ExchangeState.NEW
             self.pool.checkout(self, fresh=True)
             return
         self.fail(error)
 
     def _finish_sending(self) -> None:
+        connection = self.connection
+        assert connection is not None  # called while attached
         self.sending = False
         if self.encoder is not None and self.encoder.chunked:
-            self.connection.transport.write(self.encoder.end())
+            connection.transport.write(self.encoder.end())
         # The read timeout counts from the end of the request (like nginx's
         # proxy_read_timeout): an origin is silent while it receives a body.
-        self.connection.last_read = self.pool.loop.time()
+        connection.last_read = self.pool.loop.time()
 
     def origin_write_paused(self, paused: bool) -> None:
         if self.sending:
@@ -367,20 +379,23 @@ class HttpExchange:
 
     def check_deadline(self, now: float) -> None:
         """Called by the pool's DeadlineSweep while attached."""
-        if self.state is not ExchangeState.ATTACHED:
+        connection = self.connection
+        if self.state is not ExchangeState.ATTACHED or connection is None:
             self.pool.sweep.discard(self)
             return
         timeouts = self.request.timeouts
         if now >= self.started + timeouts.total:
             self._timed_out(OriginTotalTimeout(f"origin took longer than {timeouts.total:g}s"))
-        elif not self.sending and not self.paused and now >= self.connection.last_read + timeouts.read:
+        elif not self.sending and not self.paused and now >= connection.last_read + timeouts.read:
             # Not while paused: then we are the ones not reading (a slow
             # client, bounded by limits.send_timeout), not the origin.
             self._timed_out(OriginReadTimeout(f"origin sent nothing for {timeouts.read:g}s"))
 
     def _timed_out(self, error: ProxyError) -> None:
         # A timeout poisons the connection: the origin may still answer later.
-        self.pool.state.record_failure(self.connection.server, self.pool.loop.time())
+        connection = self.connection
+        if connection is not None:
+            self.pool.state.record_failure(connection.server, self.pool.loop.time())
         self.fail(error)
 
     def _cancel_timer(self) -> None:
@@ -425,6 +440,7 @@ class HttpExchange:
     def _finish(self) -> None:
         """The response ended where its framing said: give the connection back."""
         connection = self.connection
+        assert connection is not None  # called while attached
         self.state = ExchangeState.DONE
         self.pool.sweep.discard(self)
         connection.exchange = None
@@ -554,14 +570,18 @@ class OriginPool:
                 self._close_idle(expired)
         action = decision.action
         if action is REUSE:
-            decision.connection.slot = Slot.ACTIVE
-            exchange.attach(decision.connection)
+            # The pure pool holds connections as opaque keys; they are ours.
+            connection = cast(OriginConnection, decision.connection)
+            connection.slot = Slot.ACTIVE
+            exchange.attach(connection)
         elif action is CONNECT:
             exchange.state = ExchangeState.CONNECTING
             if exchange.tried is None:
                 exchange.tried = set()
-            exchange.tried.add(id(decision.server))
-            task = self.loop.create_task(self._connect(decision.server, exchange))
+            server = decision.server
+            assert server is not None  # a CONNECT decision names its server
+            exchange.tried.add(id(server))
+            task = self.loop.create_task(self._connect(server, exchange))
             self._connect_tasks.add(task)
             task.add_done_callback(self._connect_tasks.discard)
         elif action is WAIT:

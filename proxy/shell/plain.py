@@ -27,7 +27,7 @@ from proxy.core.forwarding import (
     response_headers,
 )
 from proxy.core.http1.messages import FRAMING_NONE, RequestHead, ResponseHead
-from proxy.core.http1.request_parser import is_idempotent, split_absolute_target
+from proxy.core.http1.request_parser import is_idempotent, target_path
 from proxy.core.http1.serialize import CHUNKED, RAW, BodyEncoder, response_head
 from proxy.core.routing import HOST_ORIGIN, HOST_PRESERVE
 from proxy.errors import BodyTimeout, BodyTooLarge, NoRoute, ProxyError
@@ -35,6 +35,7 @@ from proxy.shell.flow import ORIGIN
 
 if TYPE_CHECKING:
     from proxy.shell.client import ClientConnection
+    from proxy.shell.upstream import Exchange
     from proxy.shell.server import Runtime
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -105,8 +106,8 @@ class PlainRequest:
         self.head = head
         self.runtime = runtime
         self.receiving = True  # until EndOfMessage of the request
-        self.exchange = None
-        self.encoder: BodyEncoder | None = None
+        self.exchange: Exchange | None = None  # an origin's or the file origin's
+        self.encoder: BodyEncoder = RAW  # the response's, chosen with its head
         self.keep_alive = head.keep_alive
         self.responded = False  # response head written
         self.finished = False
@@ -122,9 +123,7 @@ class PlainRequest:
     def start(self) -> None:
         head = self.head
         runtime = self.runtime
-        path = head.target
-        if not path.startswith(b"/") and path != b"*":
-            path = split_absolute_target(path)[1]
+        path = target_path(head.target)
         route = runtime.routes.match(head.host, path)
         if route is None:
             self._fail(NoRoute(f"no route for {path.decode('latin-1')!r}"))
@@ -141,11 +140,13 @@ class PlainRequest:
         else:
             send_host = route.host_header.encode("ascii")
         has_body = head.framing != FRAMING_NONE
+        client = self.conn.client
+        assert client is not None  # set when the connection was made
         request = OutboundRequest(
             method=head.method,
             target=route.origin_target(path),
             host=send_host,
-            headers=request_headers(head, self.conn.client, head.host),
+            headers=request_headers(head, client, head.host),
             body=None,
             streams_body=has_body,
             content_length=head.content_length,

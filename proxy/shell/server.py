@@ -26,6 +26,7 @@ import os
 import socket
 import time
 
+from proxy import build
 from proxy.config import Config, ListenerSettings
 from proxy.core.http1.messages import RequestHead
 from proxy.core.mux.session import MuxLimits
@@ -39,6 +40,7 @@ from proxy.shell.mux import MuxStream
 from proxy.shell.origin import OriginPool
 from proxy.shell.timers import TimerWheel
 from proxy.shell.tls import TlsListener
+from proxy.shell.upstream import Upstream
 
 log = logging.getLogger("muxproxy")
 
@@ -73,7 +75,7 @@ class Runtime:
             gzip_level=mux.gzip_level,
         )
         self._inherit = frozenset(name.encode("ascii") for name in mux.inherit_headers)
-        self.upstreams: dict = {}
+        self.upstreams: dict[str, Upstream] = {}  # origin name: its pool or file origin
         #: What an upstream was built from: an unchanged one is carried over.
         self.upstream_keys: dict = {}
         for name, origin in config.origins.items():
@@ -139,8 +141,11 @@ class ProxyServer:
         self.stats = stats if stats is not None else Stats()
         #: Report every answered request (access log or metrics want it).
         self.collect = config.log.access != "off" or config.admin.address is not None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.runtime: Runtime | None = None
+        # loop, runtime and wheel are None only until start(), and nothing
+        # that reads them (connections, streams, exchanges) exists before it:
+        # typed without None, so the compiled shell (setup.py) need not check.
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.runtime: Runtime = None  # type: ignore[assignment]
         self.access_log: AccessLog | None = None
         self.connections: set[ClientConnection] = set()
         #: Accepted TLS connections still in their handshake (tls.py): they
@@ -149,7 +154,7 @@ class ProxyServer:
         self.listeners: dict[tuple, asyncio.base_events.Server | TlsListener] = {}
         self.ready = False
         self.draining = False
-        self.wheel: TimerWheel | None = None
+        self.wheel: TimerWheel = None  # type: ignore[assignment]
         self._retiring: set[asyncio.Task] = set()
         self._retired: set = set()
 
@@ -176,7 +181,7 @@ class ProxyServer:
             await self.stop()
             raise
         for host, port in self.addresses:
-            log.info("listening on %s:%d (mux endpoint %s)", host, port, self.config.mux.path)
+            log.info("listening on %s:%d (mux endpoint %s; %s build)", host, port, self.config.mux.path, build())
         self.ready = True
 
     async def _open_added(self, config: Config) -> dict:

@@ -70,6 +70,21 @@ class RequestHead:
         return None
 
 
+# A module constant, not read back from __slots__: compiled (setup.py), the
+# class is a C struct and has no __slots__ attribute.
+_RESPONSE_HEAD_FIELDS = (
+    "status",
+    "reason",
+    "version",
+    "headers",
+    "framing",
+    "content_length",
+    "keep_alive",
+    "fields",
+    "has_correlation",
+)
+
+
 class ResponseHead:
     """A final (non-1xx) response head as received from an origin or made here.
 
@@ -87,17 +102,7 @@ class ResponseHead:
     immutable all the same.
     """
 
-    __slots__ = (
-        "status",
-        "reason",
-        "version",
-        "headers",
-        "framing",
-        "content_length",
-        "keep_alive",
-        "fields",
-        "has_correlation",
-    )
+    __slots__ = _RESPONSE_HEAD_FIELDS
 
     def __init__(
         self,
@@ -131,7 +136,7 @@ class ResponseHead:
         self.has_correlation = has_correlation
 
     def _key(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return tuple(getattr(self, name) for name in _RESPONSE_HEAD_FIELDS)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ResponseHead) and self._key() == other._key()
@@ -139,7 +144,7 @@ class ResponseHead:
     __hash__ = None  # type: ignore[assignment]  # mutable-by-construction, like a dataclass
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _RESPONSE_HEAD_FIELDS)
         return f"ResponseHead({inner})"
 
     def get(self, lower_name: bytes) -> bytes | None:

@@ -52,10 +52,13 @@ from proxy.core.http1.messages import (
     RequestHead,
 )
 from proxy.errors import (
+    CannotExpect,
+    ConnectNotSupported,
     FramingError,
     HeadTooLarge,
     ProxyError,
     RequestError,
+    UnsupportedMethod,
     UnsupportedTransferCoding,
     UnsupportedVersion,
 )
@@ -82,24 +85,6 @@ _REQUEST_LINE_ERRORS = ("url", "method", "HTTP/", "version", "start line")
 #: of them, so this bounds CPU, not memory; 4 KiB is far above any real
 #: extension (nginx limits the whole chunk size line to its 4 KiB buffer).
 MAX_CHUNK_FRAMING_RUN = 4096
-
-
-class CannotExpect(RequestError):
-    """An Expect value other than 100-continue (RFC 9110 §10.1.1)."""
-
-    status = 417
-
-
-class ConnectNotSupported(FramingError):
-    """CONNECT opens a tunnel; muxproxy is a reverse proxy and never tunnels."""
-
-    status = 405
-
-
-class UnsupportedMethod(FramingError):
-    """llhttp does not know this method (RFC 9110 §9.1: 501)."""
-
-    status = 501
 
 
 #: RFC 9110 §9.2.2 idempotent methods.
@@ -163,6 +148,18 @@ def split_absolute_target(target: bytes) -> tuple[bytes, bytes] | None:
     if not path.startswith(b"/"):
         path = b"/" + path
     return authority, path
+
+
+def target_path(target: bytes) -> bytes:
+    """The path (with query) of a target this parser accepted: origin-form
+    and "*" as they are, absolute-form without its scheme and authority."""
+    if target.startswith(b"/") or target == b"*":
+        return target
+    split = split_absolute_target(target)
+    if split is None:
+        # _build_head lets no other form through (RFC 9112 §3.2).
+        raise RequestError("unsupported request target")
+    return split[1]
 
 
 class RequestParser:
@@ -246,8 +243,11 @@ class RequestParser:
     def in_head(self) -> bool:
         return self._in_head
 
-    def feed(self, data: bytes) -> list:
-        if self.failed is not None or not data:
+    def feed(self, data: bytes | memoryview) -> list:
+        # (A local, not the attribute, is tested: _feed may set it, and a
+        # compiled build trusts a narrowed attribute to stay narrowed.)
+        failed = self.failed
+        if failed is not None or not data:
             return []
         events = self._events = []
         self._feed_length = len(data)
@@ -269,7 +269,7 @@ class RequestParser:
         self._events = _NO_EVENTS
         return events
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         while True:
             try:
                 self._parser.feed_data(data)
@@ -294,7 +294,7 @@ class RequestParser:
                     raise UnsupportedVersion(f"malformed request: {reason}") from None
                 raise FramingError(f"malformed request: {reason}") from None
 
-    def _after_upgrade(self, data: bytes, offset: int) -> bytes:
+    def _after_upgrade(self, data: bytes | memoryview, offset: int) -> bytes | memoryview:
         # We never upgrade: the request is forwarded without its Upgrade
         # field (hop-by-hop).  CONNECT and an upgrade request with a body were
         # refused by _build_head; what is left is a complete request, and

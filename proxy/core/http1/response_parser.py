@@ -205,7 +205,13 @@ class ResponseParser:
         elif state == IN_BODY:
             if len(self._headers) > self.max_header_count:
                 self._stop(OriginResponseTooLarge("too many trailer fields"))
-        elif state == DONE and self.reusable and not self._interim_seen and self._head.framing <= FRAMING_LENGTH:
+        elif (
+            state == DONE
+            and self.reusable
+            and not self._interim_seen
+            and self._head is not None
+            and self._head.framing <= FRAMING_LENGTH
+        ):
             # llhttp skips stray CRLFs between messages without a callback,
             # so count: a response of known length (and no 1xx before it)
             # must end exactly where this read ends, or bytes follow it.  The

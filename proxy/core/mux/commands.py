@@ -70,7 +70,7 @@ class InnerCompleted:
 
     stream_id: int
     method: bytes
-    target: bytes
+    target: bytes | None  # None: the framing broke before a target was read
     route: str
     status: int
     body_bytes: int

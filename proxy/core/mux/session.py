@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 import zlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from proxy.core.forwarding import (
     ClientInfo,
@@ -50,7 +50,7 @@ from proxy.core.http1.messages import (
     RequestHead,
     ResponseHead,
 )
-from proxy.core.http1.request_parser import IDEMPOTENT_METHODS, RequestParser, split_absolute_target
+from proxy.core.http1.request_parser import IDEMPOTENT_METHODS, RequestParser, target_path
 from proxy.core.http1.serialize import CRLF, LAST_CHUNK, chunk, last_chunk
 from proxy.core.mux.commands import (
     PAUSE_READING,
@@ -271,8 +271,10 @@ class MuxSession:
         # Lists, not deques: an empty deque allocates a 64-slot block at
         # once, and these are short (at most max_in_flight plus one slice).
         # Empty tuples until used: an idle stream should not pay for lists.
-        self._pending: list[InnerStream] | tuple = ()  # QUEUED streams
-        self._ready: list[InnerStream] | tuple = ()  # READY / STREAM_WAITING, completion order
+        # (Typed Any: a list of InnerStream once used, the empty tuple before;
+        # every use tests it for emptiness first.)
+        self._pending: Any = ()  # QUEUED streams
+        self._ready: Any = ()  # READY / STREAM_WAITING, completion order
         # Responses written to _out since the shell last took it: with the
         # ready ones they are answers the client has not been given yet,
         # and parsing stops while there are max_in_flight of them (a flood
@@ -433,7 +435,9 @@ class MuxSession:
         if stream.held:
             self._release_request_body(stream)
         stream.body_bytes = size
-        message = inner_message(head, stream.method, stream.target, stream.request_id, body)
+        target = stream.target
+        assert target is not None  # a forwarded stream has its target
+        message = inner_message(head, stream.method, target, stream.request_id, body)
         if self._committed is None and not self._ready and self._outer_writable:
             self._out.append(message)
             self._response_left(stream, True)
@@ -654,13 +658,15 @@ class MuxSession:
             self._pumping = False
 
     def _inflate(self) -> bool:
+        inflater = self._inflater
+        assert inflater is not None  # only gzip-coded bodies are inflated
         try:
-            data = self._inflater.decompress(self._compressed, INFLATE_STEP)
+            data = inflater.decompress(self._compressed, INFLATE_STEP)
         except zlib.error as exc:
             self._lose_framing(FramingError(f"invalid gzip request body: {exc}"))
             return False
-        self._compressed = self._inflater.unconsumed_tail
-        if self._inflater.eof and self._inflater.unused_data:
+        self._compressed = inflater.unconsumed_tail
+        if inflater.eof and inflater.unused_data:
             self._lose_framing(FramingError("bytes after the end of the gzip request body"))
             return False
         self._unparsed = memoryview(data)
@@ -720,9 +726,7 @@ class MuxSession:
 
     def _route(self, stream: InnerStream, head: RequestHead) -> None:
         """Decide where an inner request goes, or raise why it goes nowhere."""
-        path = head.target
-        if not path.startswith(b"/") and path != b"*":
-            path = split_absolute_target(path)[1]  # the parser validated it
+        path = target_path(head.target)
         mux_path = self.limits.path
         if path.startswith(mux_path) and (len(path) == len(mux_path) or path[len(mux_path)] == 0x3F):
             # Exactly the endpoint (a query allowed), as outside a stream:
@@ -776,7 +780,9 @@ class MuxSession:
             self._emit()
             return
         request = stream.request
-        if stream.head.framing != FRAMING_NONE:
+        head = stream.head
+        assert request is not None and head is not None  # routed: both are set
+        if head.framing != FRAMING_NONE:
             request.body = b"".join(stream.body_parts)
             request.content_length = len(request.body)
         stream.body_parts = []
@@ -795,7 +801,9 @@ class MuxSession:
         self._dispatched += 1
         if self._dispatched > self.peak_in_flight:
             self.peak_in_flight = self._dispatched
-        self.commands.append(ForwardRequest(stream.stream_id, stream.origin, stream.request))
+        request = stream.request
+        assert request is not None  # only routed streams are dispatched
+        self.commands.append(ForwardRequest(stream.stream_id, stream.origin, request))
 
     def _on_parse_failed(self, event: ParseFailed) -> None:
         request_id = None
@@ -829,12 +837,16 @@ class MuxSession:
         buffer = stream.buffer
         body = buffer[0] if len(buffer) == 1 else b"".join(buffer)
         stream.body_bytes = len(body)
-        return inner_message(stream.response, stream.method, stream.target, stream.request_id, body)
+        response, target = stream.response, stream.target
+        assert response is not None and target is not None  # it has been answered
+        return inner_message(response, stream.method, target, stream.request_id, body)
 
     def _streamed_message(self, stream: InnerStream) -> bytes:
         body = b"".join(stream.buffer)
         stream.body_bytes = len(body)
-        head = inner_response_head(stream.response, stream.method, stream.tags, _CHUNKED)
+        response = stream.response
+        assert response is not None  # it has been answered
+        head = inner_response_head(response, stream.method, stream.tags, _CHUNKED)
         return head + (chunk(body) if body else b"") + LAST_CHUNK
 
     def _error_message(self, stream: InnerStream, error: ProxyError) -> bytes:
@@ -866,7 +878,9 @@ class MuxSession:
                 self._drop_buffer(stream)
                 self._response_left(stream, not stream.more)
             elif stream.state is InnerState.STREAM_WAITING:
-                self._out.append(inner_response_head(stream.response, stream.method, stream.tags, _CHUNKED))
+                response = stream.response
+                assert response is not None  # STREAM_WAITING follows the head
+                self._out.append(inner_response_head(response, stream.method, stream.tags, _CHUNKED))
                 if stream.buffer:
                     data = b"".join(stream.buffer)
                     self._out.append(chunk(data))
