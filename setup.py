@@ -22,6 +22,7 @@ from setuptools import setup
 COMPILED = [
     "proxy/core/forwarding.py",
     "proxy/core/pool.py",
+    "proxy/core/record.py",
     "proxy/core/routing.py",
     "proxy/core/http1/fields.py",
     "proxy/core/http1/messages.py",

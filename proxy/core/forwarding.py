@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from proxy.core.http1.fields import HOP_BY_HOP, http_date, proxy_status
 from proxy.core.http1.messages import FRAMING_LENGTH, FRAMING_NONE, Headers, RequestHead, ResponseHead
 from proxy.core.http1.serialize import reason_phrase, response_head
+from proxy.core.record import Record
 from proxy.core.routing import Timeouts
 from proxy.errors import ProxyError
 
@@ -33,29 +34,59 @@ REQUEST_ID = b"request-id"
 _ORIGIN_RENAMES = {CONTENT_LOCATION: b"Origin-Content-Location", REQUEST_ID: b"Origin-Request-Id"}
 
 
-@dataclass(slots=True)
-class OutboundRequest:
+_OUTBOUND_FIELDS = (
+    "method",
+    "target",
+    "host",
+    "headers",
+    "body",
+    "streams_body",
+    "content_length",
+    "idempotent",
+    "timeouts",
+    "route",
+)
+
+
+class OutboundRequest(Record):
     """A request rewritten for the origin, not yet framed.
 
     `headers` are end-to-end fields only (no Host, Content-Length,
     Transfer-Encoding or hop-by-hop fields): the upstream adds Host first and
-    then the one framing it uses.
+    then the one framing it uses.  `host` None means "the server's own
+    host:port" (route host_header = "origin").
     When `body` is None and `streams_body` is True, the body follows through
     `Exchange.send_body()` / `Exchange.end_body()`; `content_length` then says
     whether it is Content-Length framed (>= 0) or chunked (-1).
+    A Record: one is made per request (proxy/core/record.py says why).
     """
 
-    method: bytes
-    target: bytes
-    #: Host to send; None means "the server's own host:port" (route host_header = "origin").
-    host: bytes | None
-    headers: Headers
-    body: bytes | None
-    streams_body: bool
-    content_length: int
-    idempotent: bool
-    timeouts: Timeouts
-    route: str
+    FIELDS = _OUTBOUND_FIELDS
+    __slots__ = _OUTBOUND_FIELDS
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        host: bytes | None,
+        headers: Headers,
+        body: bytes | None,
+        streams_body: bool,
+        content_length: int,
+        idempotent: bool,
+        timeouts: Timeouts,
+        route: str,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.host = host
+        self.headers = headers
+        self.body = body
+        self.streams_body = streams_body
+        self.content_length = content_length
+        self.idempotent = idempotent
+        self.timeouts = timeouts
+        self.route = route
 
 
 @functools.lru_cache(maxsize=4096)

@@ -24,8 +24,9 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Hashable
+
+from proxy.core.record import Record
 
 # What checkout() tells the shell to do.
 REUSE = "reuse"
@@ -34,11 +35,17 @@ WAIT = "wait"
 REFUSE = "refuse"
 
 
-@dataclass(slots=True)
-class Checkout:
-    action: str
-    server: "ServerState | None" = None
-    connection: Hashable | None = None
+class Checkout(Record):
+    """checkout()'s answer: an action, and the server and idle connection it
+    concerns.  A Record: one is made per request (proxy/core/record.py)."""
+
+    FIELDS = ("action", "server", "connection")
+    __slots__ = ("action", "server", "connection")
+
+    def __init__(self, action: str, server: ServerState | None = None, connection: Hashable | None = None) -> None:
+        self.action = action
+        self.server = server
+        self.connection = connection
 
 
 class ServerState:

@@ -19,7 +19,7 @@ event, and after a ParseFailed nothing is parsed at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, RequestHead, ResponseHead
@@ -86,7 +86,7 @@ def normalise(events: list) -> list:
 
 
 def _normal_head(head: RequestHead) -> RequestHead:
-    return replace(head, rejection=Problem.of(head.rejection))  # type: ignore[arg-type]
+    return head.replace(rejection=Problem.of(head.rejection))  # type: ignore[return-value]
 
 
 def feedings(data: bytes, *, split_everywhere: bool = True) -> Iterator[tuple[str, list[bytes]]]:

@@ -6,6 +6,10 @@ framing facts the proxy derived from them, so that no later stage ever
 re-derives framing from headers.  Events are facts produced by the parsers;
 consumers dispatch on their type.
 
+A record's field names serve as both its `FIELDS` and its `__slots__`:
+compiled (setup.py), a class is a C struct and has no `__slots__` attribute
+to read back.
+
 Framing is an int constant rather than an Enum member: it is compared on every
 message in the hot path, and the int comparison is measurably cheaper.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.core.record import Record
 from proxy.errors import ProxyError
 
 Headers = list[tuple[bytes, bytes]]
@@ -32,35 +37,67 @@ FRAMING_NAMES = {
 }
 
 
-@dataclass(slots=True)
-class RequestHead:
+_REQUEST_HEAD_FIELDS = (
+    "method",
+    "target",
+    "version",
+    "headers",
+    "framing",
+    "content_length",
+    "keep_alive",
+    "expect_continue",
+    "host",
+    "rejection",
+    "upgrade",
+    "request_id",
+)
+
+
+class RequestHead(Record):
     """A request line and header section that passed the strict parser.
 
     `rejection` is set when the head is well framed (the parser knows where the
     message ends) but unacceptable, e.g. too many fields or two Host fields.
     The body is still delivered so the stream stays in sync; the consumer must
     answer with the rejection instead of forwarding.  `upgrade` says the
-    request asks to switch protocols (Upgrade with Connection: upgrade).
+    request asks to switch protocols (Upgrade with Connection: upgrade);
+    `request_id` is the Request-Id field (the mux echoes it), found while
+    validating the head so that no one scans the fields for it again.
 
-    Not frozen: one is made per request on the hot path and a frozen
-    dataclass costs three times as much to create (0.7 us against 0.2 us,
-    measured with ten fields).  Treat it as immutable all the same.
+    A Record, not a dataclass: one is made per request (proxy/core/record.py
+    says why).  Treat it as immutable all the same.
     """
 
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.0" or b"1.1"
-    headers: Headers
-    framing: int
-    content_length: int  # -1 unless framing is FRAMING_LENGTH
-    keep_alive: bool
-    expect_continue: bool
-    host: bytes | None
-    rejection: ProxyError | None = None
-    upgrade: bool = False
-    #: The Request-Id field (the mux echoes it); found while validating the
-    #: head, so no one scans the fields for it again.
-    request_id: bytes | None = None
+    FIELDS = _REQUEST_HEAD_FIELDS
+    __slots__ = _REQUEST_HEAD_FIELDS
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,  # b"1.0" or b"1.1"
+        headers: Headers,
+        framing: int,
+        content_length: int,  # -1 unless framing is FRAMING_LENGTH
+        keep_alive: bool,
+        expect_continue: bool,
+        host: bytes | None,
+        rejection: ProxyError | None = None,
+        upgrade: bool = False,
+        request_id: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.framing = framing
+        self.content_length = content_length
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.host = host
+        self.rejection = rejection
+        self.upgrade = upgrade
+        self.request_id = request_id
 
     def get(self, lower_name: bytes) -> bytes | None:
         """First value of a field, by lower-case name; None when absent."""
@@ -70,8 +107,6 @@ class RequestHead:
         return None
 
 
-# A module constant, not read back from __slots__: compiled (setup.py), the
-# class is a C struct and has no __slots__ attribute.
 _RESPONSE_HEAD_FIELDS = (
     "status",
     "reason",
@@ -85,7 +120,7 @@ _RESPONSE_HEAD_FIELDS = (
 )
 
 
-class ResponseHead:
+class ResponseHead(Record):
     """A final (non-1xx) response head as received from an origin or made here.
 
     `fields` are the end-to-end fields to pass on: no hop-by-hop or framing
@@ -96,12 +131,11 @@ class ResponseHead:
     `has_correlation` says whether the origin sent its own Content-Location
     or Request-Id (the mux renames those).
 
-    A plain slots class rather than a dataclass: one is made per response on
-    the hot path, and a frozen dataclass costs three times as much to create
-    (0.7 us against 0.2 us), a __post_init__ one more call.  Treat it as
-    immutable all the same.
+    A Record, not a dataclass: one is made per response (proxy/core/record.py
+    says why).  Treat it as immutable all the same.
     """
 
+    FIELDS = _RESPONSE_HEAD_FIELDS
     __slots__ = _RESPONSE_HEAD_FIELDS
 
     def __init__(
@@ -135,18 +169,6 @@ class ResponseHead:
         self.fields = fields
         self.has_correlation = has_correlation
 
-    def _key(self) -> tuple:
-        return tuple(getattr(self, name) for name in _RESPONSE_HEAD_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ResponseHead) and self._key() == other._key()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable-by-construction, like a dataclass
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _RESPONSE_HEAD_FIELDS)
-        return f"ResponseHead({inner})"
-
     def get(self, lower_name: bytes) -> bytes | None:
         for name, value in self.headers:
             if name.lower() == lower_name:
@@ -154,11 +176,18 @@ class ResponseHead:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
-    """A piece of message body, transfer coding already removed."""
+class Body(Record):
+    """A piece of message body, transfer coding already removed.
 
-    data: bytes
+    A Record, not a frozen dataclass: one is made per body piece
+    (proxy/core/record.py says why).  Treat it as immutable all the same.
+    """
+
+    FIELDS = ("data",)
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 @dataclass(frozen=True, slots=True)
