@@ -21,6 +21,13 @@ split into user space (the interpreter and the C extensions) and kernel
 
 It needs py-spy (`pip install py-spy`); like the benchmark, it installs
 nothing and stops what it started by PID.
+
+The compiled build's functions are C functions, not Python frames, so
+py-spy folds them into their nearest interpreted caller.  Profile the
+pure-Python build with it (MUXPROXY_PURE_PYTHON=1 pip install -e .), or the
+compiled one with Linux perf against the muxproxy PID
+(`perf record --call-graph dwarf -p PID`; mypyc names its functions
+`CPyDef_<module>___<function>`), as README.md's profile of 2026-12-06 did.
 """
 
 from __future__ import annotations
