@@ -25,7 +25,7 @@ from proxy.core.http1.messages import (
     Body,
     ResponseHead,
 )
-from proxy.core.http1.response_parser import HEAD_GUARD_FACTOR
+from proxy.core.http1.response_parser import HEAD_GUARD_FACTOR, reason_problem
 from proxy.errors import (
     OriginClosed,
     OriginError,
@@ -110,6 +110,19 @@ def test_reason_phrase_is_kept():
 def test_reason_phrase_may_hold_tabs_and_obs_text_rfc9112_4():
     exchange = parse_response(b"GET", response(b"HTTP/1.1 200 \tOK \xe9t\xe9", b"Content-Length: 0"))
     assert exchange.events[0].reason == b"\tOK \xe9t\xe9"
+
+
+def test_reason_problem_allows_exactly_htab_sp_vchar_and_obs_text_rfc9112_4():
+    # The set of registered phrases is a shortcut past the byte check: the
+    # check itself must still hold for every byte in any other phrase.
+    allowed = {9} | set(range(0x20, 0x7F)) | set(range(0x80, 0x100))
+    for byte in range(256):
+        assert reason_problem(b"Fine" + bytes([byte]) + b"Thanks") is (byte not in allowed), byte
+
+
+@pytest.mark.parametrize("reason", [b"OK", b"Not Found", b"Partial Content", b"Gateway Timeout", b""])
+def test_registered_and_empty_reasons_are_clean(reason):
+    assert reason_problem(reason) is False
 
 
 @pytest.mark.parametrize(

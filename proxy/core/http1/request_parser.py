@@ -94,6 +94,9 @@ IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", 
 # differently by different origin decoders.
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
+#: Anything target_problem() looks at: "#", "\\", "%" and "/." (a dot segment
+#: starts with one; a percent-encoded dot starts with "%").
+_TARGET_SUSPECT = re.compile(rb"[#\\%]|/\.")
 
 
 def is_idempotent(method: bytes) -> bool:
@@ -110,11 +113,15 @@ def target_problem(target: bytes) -> str | None:
     are refused outright, raw or percent-encoded: the route is chosen on the
     path as received, and an origin that resolves "/a/../b" would serve a
     path that no route check ever saw (RFC 3986 §5.2.4 is a client duty).
-    Every test is a substring search first (this runs for every request),
-    written with find(): `sub in some_bytes` first tries to read `sub` as an
-    integer and raises and clears a TypeError internally, which costs twice
-    as much as the search itself (CPython 3.11, measured).
+    One regular-expression search for any byte or pair the tests below look
+    for clears nearly every target (this runs for every request): it costs
+    half of the five substring searches it spares (CPython 3.11, measured).
+    The searches use find(): `sub in some_bytes` first tries to read `sub`
+    as an integer and raises and clears a TypeError internally, which costs
+    twice as much as the search itself.
     """
+    if _TARGET_SUSPECT.search(target) is None:
+        return None
     if target.find(b"#") >= 0 or target.find(b"\\") >= 0:
         return "fragment or backslash in request target"
     query = target.find(b"?")
