@@ -124,6 +124,10 @@ _REQUEST_ACTIONS.update({b"x-forwarded-for": _XFF, b"via": _VIA, b"forwarded": _
 _OWN_FIELDS_CACHE: dict[tuple, tuple] = {}
 _OWN_FIELDS_CACHE_SIZE = 4096
 
+#: "HTTP/1.1 200 " for every valid status (RFC 9110 §15: 100 to 599), made
+#: once rather than formatted for every inner response.
+_STATUS_LINE_STARTS = {status: b"HTTP/1.1 %d " % status for status in range(100, 600)}
+
 
 def request_headers(
     head: RequestHead,
@@ -243,7 +247,9 @@ def inner_message(head: ResponseHead, request_method: bytes, target: bytes, requ
             tags.append((b"Request-Id", request_id))
         framing = [(b"Content-Length", b"%d" % len(body))] if head.framing != FRAMING_NONE else []
         return inner_response_head(head, request_method, tags, framing) + (body if head.framing != FRAMING_NONE else b"")
-    parts = [b"HTTP/1.1 %d " % head.status, head.reason or reason_phrase(head.status), b"\r\nContent-Location: ", target]
+    status = head.status
+    start = _STATUS_LINE_STARTS.get(status) or b"HTTP/1.1 %d " % status
+    parts = [start, head.reason or reason_phrase(status), b"\r\nContent-Location: ", target]
     if request_id is not None:
         parts += (b"\r\nRequest-Id: ", request_id)
     for name, value in head.fields:

@@ -225,6 +225,7 @@ class ResponseParser:
             and not self._interim_seen
             and self._head is not None
             and self._head.framing <= FRAMING_LENGTH
+            and (data[-1] == 0x0A or data[-1] == 0x0D)
         ):
             # llhttp skips stray CRLFs between messages without a callback,
             # so count: a response of known length (and no 1xx before it)
@@ -232,6 +233,9 @@ class ResponseParser:
             # head begins at the exchange's first byte, so the first empty
             # line seen since then ends it.  (After a chunked body the count
             # is unknown: a stray CRLF there is tolerated, as llhttp does.)
+            # CR and LF are the only bytes llhttp skips (any other begins a
+            # message, refused in on_message_begin), so a read that ends in
+            # neither ends with the response, and is not searched.
             if head_before:
                 consumed = self._read_body
             else:
