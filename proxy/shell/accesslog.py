@@ -69,7 +69,7 @@ class AccessLog:
         conn_id: int,
         kind: str,
         method: bytes,
-        target: bytes,
+        target: bytes | None,
         route: str,
         server: str,
         status: int,
@@ -79,6 +79,11 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
+        # An inner request whose framing broke before its request line was
+        # read has no method (b"") and no target (None): logged as "-", so
+        # that every line keeps its fields.
+        method_text = method.decode("latin-1") if method else "-"
+        target_text = target.decode("latin-1") if target is not None else "-"
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -86,7 +91,7 @@ class AccessLog:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         self._lines.append(
             f"{self._stamp}.{int((now - second) * 1000):03d}Z conn={conn_id} {kind} "
-            f"{method.decode('latin-1')} {target.decode('latin-1')} route={route} origin={server} "
+            f"{method_text} {target_text} route={route} origin={server} "
             f"status={status} bytes={body_bytes} ms={duration * 1000:.1f} error={error or '-'}\n"
         )
         if not self._flush_scheduled:

@@ -352,7 +352,7 @@ class ProxyServer:
         conn_id: int,
         kind: str,
         method: bytes,
-        target: bytes,
+        target: bytes | None,
         route: str,
         origin: str,
         status: int,

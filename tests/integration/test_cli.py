@@ -92,6 +92,30 @@ ACCESS_LINE = re.compile(
 )
 
 
+def test_access_log_records_a_broken_inner_request_that_has_no_target(nginx, run_proxy, proxy_config, tmp_path: Path):
+    # A framing error before any target was read is answered untagged; its
+    # log line says "-" for the target, and the stream still ends cleanly.
+    log_path = tmp_path / "access.log"
+    config = proxy_config({"app": [nginx.address]}, [{"path": "/files", "origin": "app", "strip_prefix": True}])
+    proxy = run_proxy(config + f'\n[log]\naccess = "{log_path}"\n')
+    with MuxClient(proxy.port) as client:
+        client.request("GET", "/files/100b.bin", request_id="a")
+        assert [r.status for r in client.receive(1)] == [200]
+        client.send(b"\x01garbage\r\n\r\n")
+        broken = client.receive_until_end()
+    assert [r.status for r in broken] == [501]  # no method llhttp knows: RFC 9110 §9.1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and log_path.read_text().count("\n") < 3:
+        time.sleep(0.05)
+    lines = [ACCESS_LINE.match(line) for line in log_path.read_text().splitlines()]
+    assert all(lines), log_path.read_text()
+    by_target = {(m["kind"], m["target"]): m for m in lines}
+    assert by_target[("mux", "/files/100b.bin")]["status"] == "200"
+    untagged = by_target[("mux", "-")]
+    assert (untagged["method"], untagged["status"], untagged["route"]) == ("-", "501", "-")
+    assert ("stream", "/_mux") in by_target
+
+
 def test_access_log_has_one_line_per_inner_and_plain_request(nginx, run_proxy, proxy_config, tmp_path: Path):
     log_path = tmp_path / "access.log"
     config = proxy_config({"app": [nginx.address]}, [{"path": "/files", "origin": "app", "strip_prefix": True}])
