@@ -174,7 +174,10 @@ def request_headers(
             if present is None or name not in present:
                 out.append((name, value))
     if xff is None and via is None and forwarded is None:
-        key = (client, host, head.version)
+        # Keyed on the client's bytes, not the ClientInfo: bytes keep their
+        # hash, where the frozen dataclass's generated __hash__ is bytecode
+        # even in the compiled build, run for every request.
+        key = (client.address, client.proto, client.via, host, head.version)
         own = _OWN_FIELDS_CACHE.get(key)
         if own is None:
             if len(_OWN_FIELDS_CACHE) >= _OWN_FIELDS_CACHE_SIZE:

@@ -17,7 +17,7 @@ by the same loop, in order.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from proxy.core.http1.messages import RequestHead, ResponseHead
 from proxy.core.http1.serialize import CHUNKED, RAW
@@ -240,29 +240,33 @@ class MuxStream:
             self.conn.loop.call_soon(self._flush)
 
     def _execute(self, command) -> None:
+        # The two per-request commands are cast to their classes: compiled,
+        # their fields are then read from the struct, not looked up by name.
         kind = type(command)
         if kind is ForwardRequest:
-            stream_id = command.stream_id
-            upstream = self.runtime.upstreams[command.origin]
-            started = upstream.start(command.request, InnerSink(self, stream_id))
+            forward = cast(ForwardRequest, command)
+            stream_id = forward.stream_id
+            upstream = self.runtime.upstreams[forward.origin]
+            started = upstream.start(forward.request, InnerSink(self, stream_id))
             if stream_id in self.session.streams:
                 if self.exchanges is _NO_EXCHANGES:
                     self.exchanges = {}
                 self.exchanges[stream_id] = started
         elif kind is InnerCompleted:
-            exchange = self.exchanges.pop(command.stream_id, None)
+            completed = cast(InnerCompleted, command)
+            exchange = self.exchanges.pop(completed.stream_id, None)
             conn = self.conn
             conn.server.record(
                 conn.id,
                 "mux",
-                command.method,
-                command.target,
-                command.route,
+                completed.method,
+                completed.target,
+                completed.route,
                 exchange.server if exchange is not None else "-",
-                command.status,
-                command.body_bytes,
-                time.monotonic() - command.started,
-                command.error,
+                completed.status,
+                completed.body_bytes,
+                time.monotonic() - completed.started,
+                completed.error,
             )
         elif kind is PauseOrigin:
             exchange = self.exchanges.get(command.stream_id)
