@@ -871,7 +871,9 @@ class MuxSession:
     def _emit(self) -> None:
         """Move ready messages to the output while the outer stream is free."""
         while self._committed is None and self._ready and self._outer_writable:
-            stream = self._ready.pop(0)
+            # Declared: _ready is typed Any, and compiled, a stream read from
+            # it would have each of its fields below looked up by name.
+            stream: InnerStream = self._ready.pop(0)
             if stream.state is InnerState.READY or stream.complete:
                 self._out.append(stream.message)
                 stream.message = b""
