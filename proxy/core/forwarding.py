@@ -13,6 +13,7 @@ naming the error, a Date, and a short text body saying what went wrong.
 
 from __future__ import annotations
 
+from typing import Final
 import functools
 import re
 from dataclasses import dataclass
@@ -25,16 +26,16 @@ from proxy.core.routing import Timeouts
 from proxy.errors import ProxyError
 
 # Request fields the proxy sets itself instead of forwarding.
-_SET_BY_PROXY = frozenset({b"host", b"expect", b"x-forwarded-proto", b"x-forwarded-host"})
+_SET_BY_PROXY: Final = frozenset({b"host", b"expect", b"x-forwarded-proto", b"x-forwarded-host"})
 
 # Correlation fields of the mux protocol.  An origin's own values are renamed
 # so they can never be mistaken for the proxy's (docs/protocol.md).
-CONTENT_LOCATION = b"content-location"
-REQUEST_ID = b"request-id"
-_ORIGIN_RENAMES = {CONTENT_LOCATION: b"Origin-Content-Location", REQUEST_ID: b"Origin-Request-Id"}
+CONTENT_LOCATION: Final = b"content-location"
+REQUEST_ID: Final = b"request-id"
+_ORIGIN_RENAMES: Final = {CONTENT_LOCATION: b"Origin-Content-Location", REQUEST_ID: b"Origin-Request-Id"}
 
 
-_OUTBOUND_FIELDS = (
+_OUTBOUND_FIELDS: Final = (
     "method",
     "target",
     "host",
@@ -115,18 +116,22 @@ class ClientInfo:
 # What request_headers does with a field, by lower-case name (one dict
 # lookup per field instead of several set lookups: this runs for every field
 # of every request).
-_DROP, _XFF, _VIA, _FORWARDED, _CONNECTION = 1, 2, 3, 4, 5
-_REQUEST_ACTIONS = dict.fromkeys(HOP_BY_HOP | _SET_BY_PROXY, _DROP)
+_DROP: Final = 1
+_XFF: Final = 2
+_VIA: Final = 3
+_FORWARDED: Final = 4
+_CONNECTION: Final = 5
+_REQUEST_ACTIONS: Final = dict.fromkeys(HOP_BY_HOP | _SET_BY_PROXY, _DROP)
 _REQUEST_ACTIONS.update({b"x-forwarded-for": _XFF, b"via": _VIA, b"forwarded": _FORWARDED, b"connection": _CONNECTION})
 
 #: The proxy's own fields for a (client, host, version) triple, which is the
 #: same for every inner request of a stream.  Bounded: cleared when full.
-_OWN_FIELDS_CACHE: dict[tuple, tuple] = {}
-_OWN_FIELDS_CACHE_SIZE = 4096
+_OWN_FIELDS_CACHE: Final[dict[tuple, tuple]] = {}
+_OWN_FIELDS_CACHE_SIZE: Final = 4096
 
 #: "HTTP/1.1 200 " for every valid status (RFC 9110 §15: 100 to 599), made
 #: once rather than formatted for every inner response.
-_STATUS_LINE_STARTS = {status: b"HTTP/1.1 %d " % status for status in range(100, 600)}
+_STATUS_LINE_STARTS: Final = {status: b"HTTP/1.1 %d " % status for status in range(100, 600)}
 
 
 def request_headers(
@@ -206,7 +211,7 @@ def _own_fields(client: ClientInfo, host: bytes | None, version: bytes, xff, via
     return fields
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
 def _forwarded_value(value: bytes) -> bytes:

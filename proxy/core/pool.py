@@ -24,15 +24,15 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
-from typing import Hashable
+from typing import Final, Hashable
 
 from proxy.core.record import Record
 
 # What checkout() tells the shell to do.
-REUSE = "reuse"
-CONNECT = "connect"
-WAIT = "wait"
-REFUSE = "refuse"
+REUSE: Final = "reuse"
+CONNECT: Final = "connect"
+WAIT: Final = "wait"
+REFUSE: Final = "refuse"
 
 
 class Checkout(Record):

@@ -16,12 +16,12 @@ which is what makes SSRF through muxproxy impossible by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Final, Iterable
 
 from proxy.core.http1.fields import host_without_port
 
-HOST_PRESERVE = "preserve"
-HOST_ORIGIN = "origin"
+HOST_PRESERVE: Final = "preserve"
+HOST_ORIGIN: Final = "origin"
 
 
 @dataclass(frozen=True, slots=True)

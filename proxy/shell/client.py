@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Final, TYPE_CHECKING, cast
 
 from proxy.core.forwarding import ClientInfo, client_info, error_response
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, RequestHead
@@ -45,14 +45,14 @@ log = logging.getLogger("muxproxy.client")
 #: Client socket write-buffer marks.  Above the high mark the connection
 #: stops pulling from origins; 64 KiB is asyncio's default high-water mark
 #: and one typical socket send buffer, enough to keep a fast client busy.
-CLIENT_WRITE_HIGH = 64 * 1024
-CLIENT_WRITE_LOW = 16 * 1024
+CLIENT_WRITE_HIGH: Final = 64 * 1024
+CLIENT_WRITE_LOW: Final = 16 * 1024
 
-_connection_ids = itertools.count(1)
+_connection_ids: Final = itertools.count(1)
 
 #: A deadline not armed.  Compare with ==, never `is`: compiled (setup.py),
 #: a float attribute is a C double and boxes to a new object at each read.
-_NEVER = float("inf")
+_NEVER: Final = float("inf")
 
 
 

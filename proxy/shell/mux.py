@@ -17,7 +17,7 @@ by the same loop, in order.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Final, TYPE_CHECKING, cast
 
 from proxy.core.http1.messages import RequestHead, ResponseHead
 from proxy.core.http1.serialize import CHUNKED, RAW
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from proxy.shell.server import Runtime
 
 #: Shared by streams that never started an exchange; only read, never written.
-_NO_EXCHANGES: dict = {}
-_NEVER = float("inf")  # one shared float, not one per stream
+_NO_EXCHANGES: Final[dict] = {}
+_NEVER: Final = float("inf")  # one shared float, not one per stream
 
 
 class InnerSink:

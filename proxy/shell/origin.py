@@ -28,7 +28,7 @@ import asyncio
 import enum
 import logging
 
-from typing import cast
+from typing import Final, cast
 
 from proxy.core.forwarding import OutboundRequest
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, ResponseHead
@@ -51,7 +51,7 @@ log = logging.getLogger("muxproxy.origin")
 #: Connection-level write buffer marks for origin sockets.  A streamed request
 #: body stops reading its client above the high mark (asyncio's default high
 #: mark is 64 KiB; we keep it).
-ORIGIN_WRITE_HIGH = 64 * 1024
+ORIGIN_WRITE_HIGH: Final = 64 * 1024
 
 
 #: How often attached exchanges are checked against their read and total
@@ -59,7 +59,7 @@ ORIGIN_WRITE_HIGH = 64 * 1024
 #: cancelling a TimerHandle per request cost about 2 us of the per-request
 #: budget (measured with uvloop).  A timeout may fire up to this much late;
 #: no origin timeout needs to be more precise than a quarter second.
-SWEEP_INTERVAL = 0.25
+SWEEP_INTERVAL: Final = 0.25
 
 
 class DeadlineSweep:

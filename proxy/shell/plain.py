@@ -17,7 +17,7 @@ What a client sees when something fails:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from proxy.core.forwarding import (
     OutboundRequest,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from proxy.shell.upstream import Exchange
     from proxy.shell.server import Runtime
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class RejectedRequest:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from typing import Protocol
+from typing import Final, Protocol
 
 #: Tick length in seconds: the lateness bound.  A tenth of a second is far
 #: below every interval the wheel serves (heartbeats and head deadlines are
 #: seconds; tests use a few hundred milliseconds).
-RESOLUTION = 0.1
+RESOLUTION: Final = 0.1
 
 
 class Timed(Protocol):

@@ -25,7 +25,7 @@ import errno
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from proxy.config import ListenerSettings
 from proxy.shell.client import ClientConnection
@@ -38,9 +38,9 @@ log = logging.getLogger("muxproxy")
 #: After accept() fails for want of descriptors or memory (EMFILE, ENFILE,
 #: ENOBUFS, ENOMEM), wait this long before accepting again rather than spin;
 #: asyncio's own accept loop waits 1 s too.
-ACCEPT_RETRY_DELAY = 1.0
+ACCEPT_RETRY_DELAY: Final = 1.0
 
-_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class TlsClientConnection(ClientConnection):

@@ -9,6 +9,7 @@ rules that sit above that grammar.
 
 from __future__ import annotations
 
+from typing import Final
 import re
 import time
 from email.utils import formatdate
@@ -18,7 +19,7 @@ from proxy.core.http1.messages import Headers
 #: Fields that only describe one hop and are never forwarded (RFC 9110 §7.6.1),
 #: plus the framing fields, which the proxy always regenerates itself
 #: (RFC 9112 §6.1, §6.2: a proxy re-frames the message it forwards).
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -37,7 +38,7 @@ HOP_BY_HOP = frozenset(
 # unreserved / pct-encoded / sub-delims characters, or an IP-literal in
 # brackets.  "@", "/", "?", "#", whitespace and anything else are refused, so a
 # Host value can never smuggle userinfo or a path into the authority.
-_HOST_RE = re.compile(
+_HOST_RE: Final = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?\Z"
 )
 
@@ -81,7 +82,7 @@ def end_to_end(headers: Headers) -> Headers:
     return [(n, v) for n, v in headers if (low := n.lower()) not in HOP_BY_HOP and low not in named]
 
 
-_date_cache: list = [-1, b""]  # -1: no second is cached yet (0 is a valid one)
+_date_cache: Final[list] = [-1, b""]  # -1: no second is cached yet (0 is a valid one)
 
 
 def http_date(now: float | None = None) -> bytes:

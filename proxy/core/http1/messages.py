@@ -16,6 +16,7 @@ message in the hot path, and the int comparison is measurably cheaper.
 
 from __future__ import annotations
 
+from typing import Final
 from dataclasses import dataclass, field
 
 from proxy.core.record import Record
@@ -24,12 +25,12 @@ from proxy.errors import ProxyError
 Headers = list[tuple[bytes, bytes]]
 
 # Body framing of a message (RFC 9112 §6.3).
-FRAMING_NONE = 0  # no body at all
-FRAMING_LENGTH = 1  # Content-Length bytes
-FRAMING_CHUNKED = 2  # chunked transfer coding
-FRAMING_CLOSE = 3  # responses only: body ends when the connection closes
+FRAMING_NONE: Final = 0  # no body at all
+FRAMING_LENGTH: Final = 1  # Content-Length bytes
+FRAMING_CHUNKED: Final = 2  # chunked transfer coding
+FRAMING_CLOSE: Final = 3  # responses only: body ends when the connection closes
 
-FRAMING_NAMES = {
+FRAMING_NAMES: Final = {
     FRAMING_NONE: "none",
     FRAMING_LENGTH: "length",
     FRAMING_CHUNKED: "chunked",
@@ -37,7 +38,7 @@ FRAMING_NAMES = {
 }
 
 
-_REQUEST_HEAD_FIELDS = (
+_REQUEST_HEAD_FIELDS: Final = (
     "method",
     "target",
     "version",
@@ -107,7 +108,7 @@ class RequestHead(Record):
         return None
 
 
-_RESPONSE_HEAD_FIELDS = (
+_RESPONSE_HEAD_FIELDS: Final = (
     "status",
     "reason",
     "version",
@@ -215,4 +216,4 @@ class ParseFailed:
 
 
 #: A bare EndOfMessage with no trailers; shared because it is the common case.
-END_OF_MESSAGE = EndOfMessage()
+END_OF_MESSAGE: Final = EndOfMessage()

@@ -35,6 +35,7 @@ field count, by contrast, is checked per field: `on_header`.)
 
 from __future__ import annotations
 
+from typing import Final
 import re
 
 import httptools
@@ -66,37 +67,37 @@ from proxy.errors import (
 #: A head larger than max_head_size is refused with 431 but still parsed to its
 #: end so the stream stays usable; past this multiple of the limit we stop
 #: parsing altogether (framing lost) rather than keep reading a hostile head.
-HEAD_DISCARD_FACTOR = 4
+HEAD_DISCARD_FACTOR: Final = 4
 
 #: Raw bytes a head may occupy while incomplete, as a multiple of the limit
 #: (see the module note); above HEAD_DISCARD_FACTOR so that only abusive
 #: padding, never the canonical size, can make it the deciding check.
-HEAD_GUARD_FACTOR = 8
+HEAD_GUARD_FACTOR: Final = 8
 
-_NO_EVENTS: list = []  # shared and never appended to (callbacks run inside feed only)
-_NO_FIELDS: Headers = []  # shared while no trailer field has arrived; never appended to
+_NO_EVENTS: Final[list] = []  # shared and never appended to (callbacks run inside feed only)
+_NO_FIELDS: Final[Headers] = []  # shared while no trailer field has arrived; never appended to
 
 # llhttp error reasons that come from the request line itself: the target
 # read so far may be partial or wrong, so an error response is not tagged.
-_REQUEST_LINE_ERRORS = ("url", "method", "HTTP/", "version", "start line")
+_REQUEST_LINE_ERRORS: Final = ("url", "method", "HTTP/", "version", "start line")
 
 #: Bytes of chunk framing (size line, extensions, CRLFs) allowed to pass with
 #: no body byte in between.  llhttp validates chunk extensions but keeps none
 #: of them, so this bounds CPU, not memory; 4 KiB is far above any real
 #: extension (nginx limits the whole chunk size line to its 4 KiB buffer).
-MAX_CHUNK_FRAMING_RUN = 4096
+MAX_CHUNK_FRAMING_RUN: Final = 4096
 
 
 #: RFC 9110 §9.2.2 idempotent methods.
-IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
 # pct-encoded must be "%" HEXDIG HEXDIG (RFC 3986 §2.1); a stray "%" is read
 # differently by different origin decoders.
-_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
+_BAD_PERCENT: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ENCODED_DOT: Final = re.compile(rb"%2e", re.IGNORECASE)
 #: Anything target_problem() looks at: "#", "\\", "%" and "/." (a dot segment
 #: starts with one; a percent-encoded dot starts with "%").
-_TARGET_SUSPECT = re.compile(rb"[#\\%]|/\.")
+_TARGET_SUSPECT: Final = re.compile(rb"[#\\%]|/\.")
 
 
 def is_idempotent(method: bytes) -> bool:

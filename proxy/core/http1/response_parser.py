@@ -19,6 +19,7 @@ by definition extra.
 
 from __future__ import annotations
 
+from typing import Final
 from http import HTTPStatus
 
 import httptools
@@ -48,17 +49,17 @@ from proxy.errors import (
 #: proxy-connection 16, transfer-encoding 17, proxy-authenticate 18,
 #: proxy-authorization 19) and the mux correlation fields (request-id 10,
 #: content-location 16).
-_SPECIAL_LENGTHS = frozenset({2, 7, 10, 14, 16, 17, 18, 19})
-_CORRELATION = frozenset({b"content-location", b"request-id"})
-_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})
+_SPECIAL_LENGTHS: Final = frozenset({2, 7, 10, 14, 16, 17, 18, 19})
+_CORRELATION: Final = frozenset({b"content-location", b"request-id"})
+_CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b""})
 
 #: Bytes a reason phrase may hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text).
-_REASON_BYTES = bytes([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
+_REASON_BYTES: Final = bytes([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
 
 #: The registered phrases ("OK", "Not Found", ...), which hold only those
 #: bytes: nearly every origin sends one, and a set lookup proves it clean at
 #: a twentieth of the cost of translate(), which builds its table per call.
-_REGISTERED_REASONS = frozenset(status.phrase.encode("ascii") for status in HTTPStatus)
+_REGISTERED_REASONS: Final = frozenset(status.phrase.encode("ascii") for status in HTTPStatus)
 
 
 def reason_problem(reason: bytes) -> bool:
@@ -73,18 +74,18 @@ def reason_problem(reason: bytes) -> bool:
 #: has not ended within it is "too large", and a read that reaches past it
 #: is cut there, so the verdict never depends on where reads end.  The
 #: verdict on a complete head is its canonical size, for the same reason.
-HEAD_GUARD_FACTOR = 8
+HEAD_GUARD_FACTOR: Final = 8
 
 #: 1xx responses that llhttp (like RFC 9110 §15.2) reads without content.
 #: For any other 1xx it would read a body declared by Content-Length or
 #: Transfer-Encoding, which no other parser does (see _check_interim).
-_BODILESS_INTERIM = frozenset({100, 102, 103})
+_BODILESS_INTERIM: Final = frozenset({100, 102, 103})
 
 # Exchange states.
-IDLE = "idle"  # no request outstanding
-AWAITING_HEAD = "awaiting-head"
-IN_BODY = "in-body"
-DONE = "done"  # response complete; `reusable` says what comes next
+IDLE: Final = "idle"  # no request outstanding
+AWAITING_HEAD: Final = "awaiting-head"
+IN_BODY: Final = "in-body"
+DONE: Final = "done"  # response complete; `reusable` says what comes next
 
 
 class _HeadCollector:

@@ -9,6 +9,7 @@ leave in one write (and one gzip flush).
 
 from __future__ import annotations
 
+from typing import Final
 from dataclasses import dataclass
 
 from proxy.core.forwarding import OutboundRequest
@@ -68,7 +69,7 @@ class EndOuter:
     close: bool
 
 
-_INNER_COMPLETED_FIELDS = ("stream_id", "method", "target", "route", "status", "body_bytes", "started", "error")
+_INNER_COMPLETED_FIELDS: Final = ("stream_id", "method", "target", "route", "status", "body_bytes", "started", "error")
 
 
 class InnerCompleted(Record):
@@ -102,5 +103,5 @@ class InnerCompleted(Record):
         self.error = error
 
 
-PAUSE_READING = PauseReading()
-RESUME_READING = ResumeReading()
+PAUSE_READING: Final = PauseReading()
+RESUME_READING: Final = ResumeReading()

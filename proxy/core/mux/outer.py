@@ -7,6 +7,7 @@ read from its body or sent to an origin.
 
 from __future__ import annotations
 
+from typing import Final
 from proxy.core.http1.fields import http_date
 from proxy.core.http1.messages import FRAMING_NONE, RequestHead
 from proxy.core.http1.request_parser import split_absolute_target
@@ -15,7 +16,7 @@ from proxy.errors import LengthRequired, MethodNotAllowed, ProxyError, Unsupport
 
 #: application/http is the registered type (RFC 9112 §10.2); message/http is
 #: what older clients and the founding proposal use for the same thing.
-MUX_MEDIA_TYPES = frozenset({b"application/http", b"message/http"})
+MUX_MEDIA_TYPES: Final = frozenset({b"application/http", b"message/http"})
 
 
 def is_mux_target(head: RequestHead, mux_path: bytes) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from proxy.core.forwarding import (
     ClientInfo,
@@ -69,19 +69,19 @@ from proxy.errors import BodyTooLarge, FramingError, HeadTimeout, NoRoute, Proxy
 #: its in-flight and buffer marks between slices, so at most one slice of
 #: requests (about 100 minimal ones) is parsed beyond the marks; the rest of a
 #: read stays unparsed, and the outer connection is paused, until there is room.
-FEED_SLICE = 2048
+FEED_SLICE: Final = 2048
 
-_CHUNKED = [(b"Transfer-Encoding", b"chunked")]
-_NOTHING = memoryview(b"")  # shared: a memoryview costs 184 bytes per session
-_NO_PAUSES: dict[int, bool] = {}  # shared while no origin is paused; never written
+_CHUNKED: Final = [(b"Transfer-Encoding", b"chunked")]
+_NOTHING: Final = memoryview(b"")  # shared: a memoryview costs 184 bytes per session
+_NO_PAUSES: Final[dict[int, bool]] = {}  # shared while no origin is paused; never written
 #: Shared while a session has no inner stream; never written.  A dict does
 #: not shrink when its entries go: after a burst of 100 requests in flight
 #: its table holds about 4.6 KiB, so an idle session drops it (on_timer).
-_NO_STREAMS: dict = {}
+_NO_STREAMS: Final[dict] = {}
 
 #: Decompressed bytes produced from a gzip-coded outer body at a time, so a
 #: small compressed body can never expand into memory all at once.
-INFLATE_STEP = 65536
+INFLATE_STEP: Final = 65536
 
 
 @dataclass(frozen=True, slots=True)
