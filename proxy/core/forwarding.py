@@ -259,10 +259,16 @@ def inner_message(head: ResponseHead, request_method: bytes, target: bytes, requ
     start = _STATUS_LINE_STARTS.get(status) or b"HTTP/1.1 %d " % status
     parts = [start, head.reason or reason_phrase(status), b"\r\nContent-Location: ", target]
     if request_id is not None:
-        parts += (b"\r\nRequest-Id: ", request_id)
+        parts.append(b"\r\nRequest-Id: ")
+        parts.append(request_id)
     for name, value in head.fields:
-        parts += (b"\r\n", name, b": ", value)
-    parts += (b"\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+        # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
+        parts.append(b"\r\n")
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+    parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    parts.append(body)
     return b"".join(parts)
 
 

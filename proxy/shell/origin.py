@@ -311,7 +311,11 @@ class HttpExchange:
             request.host if request.host is not None else connection.server.authority,
         ]
         for name, value in request.headers:
-            parts += (b"\r\n", name, b": ", value)
+            # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
+            parts.append(b"\r\n")
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
         body = request.body
         if body is not None:
             parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))

@@ -214,6 +214,25 @@ def test_keep_alive_rfc9112_9_3(version, connection, keep_alive):
     assert head.keep_alive is keep_alive
 
 
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+@pytest.mark.parametrize("connection", [None, b"Connection: close", b"Connection: keep-alive", b"Connection: x-y"])
+@pytest.mark.parametrize("proxy_connection", [None, b"Proxy-Connection: close", b"Proxy-Connection: keep-alive"])
+def test_version_whatever_the_connection_fields(version, connection, proxy_connection):
+    # _build_head takes HTTP/1.1 from llhttp's keep-alive verdict when neither
+    # field is present (the fields llhttp reads it from); with either, it asks.
+    fields = [f for f in (HOST_FIELD, connection, proxy_connection) if f]
+    assert only_head(request(b"GET / HTTP/" + version, *fields)).version == version
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"3.0"])
+@pytest.mark.parametrize("field", [b"Connection: keep-alive", b"Proxy-Connection: keep-alive"])
+def test_an_unsupported_version_kept_alive_by_llhttp_is_still_refused(version, field):
+    # llhttp keeps these alive when asked to, as it would HTTP/1.0: the
+    # verdict alone must not be taken for HTTP/1.1.
+    events = parse_requests(request(b"GET / HTTP/" + version, HOST_FIELD, field))
+    assert issubclass(failure(events).problem.kind, UnsupportedVersion)
+
+
 # --- Expect (RFC 9110 §10.1.1) ---------------------------------------------------
 
 

@@ -329,6 +329,41 @@ def test_keep_alive_rfc9112_9_3(version, connection, reusable):
     assert exchange.reusable is reusable
 
 
+@pytest.mark.parametrize(
+    ("data", "version"),
+    [
+        (response(b"HTTP/1.1 200 OK", b"Content-Length: 0"), b"1.1"),
+        (response(b"HTTP/1.0 200 OK", b"Content-Length: 0"), b"1.0"),
+        (response(b"HTTP/1.0 200 OK", b"Content-Length: 0", b"Connection: keep-alive"), b"1.0"),
+        # The first bytes give the version only for the exchange's first
+        # message: after a 1xx of another version, llhttp is asked.
+        (response(b"HTTP/1.1 100 Continue") + response(b"HTTP/1.0 200 OK", b"Content-Length: 0"), b"1.0"),
+        # (llhttp reads an HTTP/1.0 1xx without keep-alive as the connection's last message.)
+        (response(b"HTTP/1.0 103 Early Hints", b"Connection: keep-alive") + response(b"HTTP/1.1 200 OK", b"Content-Length: 0"), b"1.1"),
+    ],
+    ids=["1.1", "1.0", "1.0 keep-alive", "1.1 interim, 1.0 final", "1.0 interim, 1.1 final"],
+)
+def test_the_version_is_the_final_responses(data, version):
+    # parse_response also splits the bytes at every position, so the version
+    # read from the status line's first bytes and the one asked of llhttp
+    # (a first read too short to hold "HTTP/1.x ") are both checked.
+    exchange = parse_response(b"GET", data)
+    assert exchange.events[0].version == version
+
+
+def test_a_response_after_a_reused_exchange_has_its_own_version():
+    parser = response_parser()
+    for version in (b"1.1", b"1.0"):
+        parser.start(b"GET")
+        events = normalise(parser.feed(response(b"HTTP/" + version + b" 200 OK", b"Content-Length: 0", b"Connection: keep-alive")))
+        assert events[0].version == version
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/2.0 200 OK", b"HTTP/0.9 200 OK", b"HTTP/1.2 200 OK"])
+def test_other_versions_are_refused(status_line):
+    failed_with(parse_response(b"GET", response(status_line, b"Content-Length: 0")), OriginProtocolError)
+
+
 def test_start_during_an_exchange_raises():
     parser = response_parser()
     parser.start(b"GET")

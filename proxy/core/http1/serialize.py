@@ -26,7 +26,11 @@ def reason_phrase(status: int) -> bytes:
 def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
-        parts += (name, b": ", value, CRLF)
+        # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(CRLF)
     parts.append(CRLF)
     return b"".join(parts)
 
@@ -34,7 +38,11 @@ def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
 def response_head(status: int, reason: bytes, headers: Headers, version: bytes = b"1.1") -> bytes:
     parts = [b"HTTP/", version, b" ", str(status).encode("ascii"), b" ", reason or reason_phrase(status), CRLF]
     for name, value in headers:
-        parts += (name, b": ", value, CRLF)
+        # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(CRLF)
     parts.append(CRLF)
     return b"".join(parts)
 
@@ -49,7 +57,11 @@ def last_chunk(trailers: Headers | None = None) -> bytes:
         return LAST_CHUNK
     parts = [b"0\r\n"]
     for name, value in trailers:
-        parts += (name, b": ", value, CRLF)
+        # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(CRLF)
     parts.append(CRLF)
     return b"".join(parts)
 
