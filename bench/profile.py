@@ -119,11 +119,13 @@ def binary_kind(dso: str) -> str:
     name = Path(dso).name
     if name.startswith("libpython") or name.startswith("python"):
         return "Python runtime"
-    if "mypyc" in name or name.startswith("proxy"):
+    if "mypyc" in name:
         return "muxproxy, compiled"
-    if "httptools" in dso or "parser.cpython" in name:
+    # perf names a binary by its file name: httptools' are parser.* and
+    # url_parser.* (muxproxy's own response_parser.* is a small shim), uvloop's loop.*.
+    if name.startswith(("parser.cpython", "url_parser.cpython")):
         return "httptools (llhttp)"
-    if "uvloop" in dso or "loop.cpython" in name:
+    if name.startswith("loop.cpython"):
         return "uvloop (libuv)"
     if name.startswith("libc") or name.startswith("ld-linux"):
         return "libc"

@@ -3,7 +3,7 @@
 import os
 
 from bench.procs import cpu_seconds, cpu_times
-from bench.profile import cpu_line, function_name, summarise
+from bench.profile import binary_kind, cpu_line, function_name, summarise, summarise_perf
 
 
 def test_function_names_are_shortened_to_the_module():
@@ -40,3 +40,47 @@ def test_cpu_times_add_up_to_cpu_seconds():
     assert user > 0 and kernel >= 0
     assert abs((user + kernel) - cpu_seconds([os.getpid()])) < 0.05
     assert cpu_times([2**22 + 12345]) == (0.0, 0.0)  # a PID that does not exist counts nothing
+
+
+PERF_REPORT = """\
+# Samples: 7K of event 'cpu-clock:pppH'
+#
+# Overhead  Shared Object                                 Symbol
+# ........  ............................................  ...............
+#
+    30.00%  [kernel.kallsyms]                             [k] _raw_spin_unlock_irqrestore
+    25.00%  libpython3.11.so.1.0                          [.] _PyObject_Malloc
+    15.00%  proxy__mypyc.cpython-311-x86_64-linux-gnu.so  [.] CPyDef_forwarding___inner_message
+    10.00%  parser.cpython-311-x86_64-linux-gnu.so        [.] llhttp__internal__run
+     5.00%  libpython3.11.so.1.0                          [.] tupledealloc
+     5.00%  loop.cpython-311-x86_64-linux-gnu.so          [.] uv__io_poll
+     5.00%  libc.so.6                                     [.] __memmove_avx512_unaligned_erms
+     5.00%  [kernel.kallsyms]                             [k] tcp_sendmsg
+"""
+
+
+def test_perf_shares_by_binary_and_by_function():
+    text = summarise_perf(PERF_REPORT, top=3)
+    by_binary, by_function = text.split("\nself, by function:\n")
+    assert by_binary.splitlines() == [
+        "by binary:",
+        " 35.0 %  kernel",
+        " 30.0 %  Python runtime",
+        " 15.0 %  muxproxy, compiled",
+        " 10.0 %  httptools (llhttp)",
+        "  5.0 %  uvloop (libuv)",
+        "  5.0 %  libc",
+    ]
+    assert by_function.splitlines() == [
+        " 30.0 %  _raw_spin_unlock_irqrestore  ([kernel.kallsyms])",
+        " 25.0 %  _PyObject_Malloc  (libpython3.11.so.1.0)",
+        " 15.0 %  CPyDef_forwarding___inner_message  (proxy__mypyc.cpython-311-x86_64-linux-gnu.so)",
+    ]
+    assert summarise_perf("# nothing sampled\n", top=3) == "no samples"
+
+
+def test_binaries_are_named_by_their_part_of_the_stack():
+    assert binary_kind("python3.11") == "Python runtime"
+    assert binary_kind("response_parser.cpython-311-x86_64-linux-gnu.so") != "httptools (llhttp)"  # muxproxy's shim
+    assert binary_kind("url_parser.cpython-311-x86_64-linux-gnu.so") == "httptools (llhttp)"
+    assert binary_kind("[vdso]") == "[vdso]"
