@@ -114,8 +114,10 @@ _PERF_LINE = re.compile(r"^\s*([\d.]+)%\s+(.*)$")
 
 def binary_kind(dso: str) -> str:
     """perf's binary name -> the part of the stack it is."""
-    if dso.startswith("[kernel") or dso in ("[vdso]", "[unknown]"):
-        return "kernel" if dso.startswith("[kernel") else dso
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if dso.startswith("["):  # [vdso], [unknown]
+        return dso
     name = Path(dso).name
     if name.startswith("libpython") or name.startswith("python"):
         return "Python runtime"
@@ -198,10 +200,11 @@ def main() -> int:
         served = tree[1:] if tool == "py-spy" else tree  # muxproxy, without py-spy
         if tool == "perf":
             # Pinned beside the load, so that the profiler takes no time from muxproxy's core.
-            recorder = subprocess.Popen(
-                pinned([program, "record", "-q", "-F", str(PERF_FREQUENCY), "-o", str(perf_data),
-                        "-p", ",".join(map(str, served))], place.load_core),
-                stdout=subprocess.DEVNULL, stderr=open(run_dir / "perf.log", "wb"))
+            with open(run_dir / "perf.log", "wb") as perf_log:
+                recorder = subprocess.Popen(
+                    pinned([program, "record", "-q", "-F", str(PERF_FREQUENCY), "-o", str(perf_data),
+                            "-p", ",".join(map(str, served))], place.load_core),
+                    stdout=subprocess.DEVNULL, stderr=perf_log)
             time.sleep(0.5)  # perf attaches before the load starts
         user_before, kernel_before = cpu_times(served)
         result = subprocess.run(pinned(load + ["--duration", str(args.seconds)], place.load_core), check=True,

@@ -473,7 +473,7 @@ class RequestParser:
 
         # llhttp's keep-alive verdict gives the version without asking
         # httptools for it (get_http_version builds a str with str.format on
-        # every call, 0.3 µs, fifteen times get_method).  llhttp reads
+        # every call, 0.3 µs, ten times should_keep_alive).  llhttp reads
         # keep-alive from Connection and Proxy-Connection only; without
         # either, it keeps a request alive only if it is HTTP/1.1 (1.0 would
         # need "keep-alive"; 0.9, 2.0 and 3.0 never are; it refuses any other
