@@ -28,7 +28,7 @@ PATH = "/100b"
 #: Milliseconds the client may fall behind its schedule before a
 #: measurement counts as disturbed.  Undisturbed runs on this project's
 #: 2-core machines stayed under 8.2 ms (2026-12-04 to 12-06); disturbed
-#: ones, with another tenant busy on the host, reached 14 to 63 ms.  A
+#: ones, with another tenant busy on the host, reached 13 to 67 ms.  A
 #: client that late sends a burst to catch up, and the latency it measures
 #: is its own as much as the server's.
 LAG_LIMIT_MS = 10.0
