@@ -14,6 +14,7 @@ in the same round.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -37,7 +38,7 @@ LAG_LIMIT_MS = 10.0
 def disturbed_note(lags_ms: list[float]) -> str | None:
     """A warning for the results when any measurement's client fell more
     than LAG_LIMIT_MS behind its schedule; None when none did."""
-    late = [lag for lag in lags_ms if lag == lag and lag > LAG_LIMIT_MS]  # lag == lag: not NaN
+    late = [lag for lag in lags_ms if not math.isnan(lag) and lag > LAG_LIMIT_MS]
     if not late:
         return None
     return (

@@ -23,26 +23,26 @@ def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
 
 
-def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
+def _append_fields(parts: list[bytes], fields: Headers) -> None:
+    """Each field as "name: value" CRLF, onto `parts` for one join."""
+    for name, value in fields:
         # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
         parts.append(name)
         parts.append(b": ")
         parts.append(value)
         parts.append(CRLF)
+
+
+def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    _append_fields(parts, headers)
     parts.append(CRLF)
     return b"".join(parts)
 
 
 def response_head(status: int, reason: bytes, headers: Headers, version: bytes = b"1.1") -> bytes:
     parts = [b"HTTP/", version, b" ", str(status).encode("ascii"), b" ", reason or reason_phrase(status), CRLF]
-    for name, value in headers:
-        # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
-        parts.append(name)
-        parts.append(b": ")
-        parts.append(value)
-        parts.append(CRLF)
+    _append_fields(parts, headers)
     parts.append(CRLF)
     return b"".join(parts)
 
@@ -56,12 +56,7 @@ def last_chunk(trailers: Headers | None = None) -> bytes:
     if not trailers:
         return LAST_CHUNK
     parts = [b"0\r\n"]
-    for name, value in trailers:
-        # Appends, not `parts += (...)`: compiled, that builds a tuple per field.
-        parts.append(name)
-        parts.append(b": ")
-        parts.append(value)
-        parts.append(CRLF)
+    _append_fields(parts, trailers)
     parts.append(CRLF)
     return b"".join(parts)
 
