@@ -1,4 +1,5 @@
-"""`python -m bench`: run the benchmark and write bench/results/<date>.md.
+"""`python -m bench`: run the benchmark and write bench/results/<date>.md
+(`<date>-2.md` and so on for a later run on the same day).
 
     python -m bench [--scenarios 1,2,3,4,5] [--rounds 3] [--duration 5] [--smoke] [--output DIR]
 
@@ -37,6 +38,18 @@ FULL = Settings(rounds=3, duration=5.0, smoke=False, idle_counts=(1000, 10000))
 SMOKE = Settings(rounds=1, duration=0.5, smoke=True, idle_counts=(100,))
 #: File descriptors a server needs beyond its idle client connections.
 FD_MARGIN = 1024
+
+
+def results_stem(out_dir: Path, started: datetime) -> str:
+    """`<date>`, or `<date>-2`, `-3`... when that day's results are already
+    there: a second run on the same day (another machine, another build)
+    must not overwrite the first, which the README may quote."""
+    day = f"{started:%Y-%m-%d}"
+    stem, number = day, 1
+    while (out_dir / f"{stem}.md").exists():
+        number += 1
+        stem = f"{day}-{number}"
+    return stem
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.output or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
-    stem = f"smoke-{started:%Y-%m-%d-%H%M%S}" if settings.smoke else f"{started:%Y-%m-%d}"
+    stem = f"smoke-{started:%Y-%m-%d-%H%M%S}" if settings.smoke else results_stem(out_dir, started)
     run_dir = Path(tempfile.mkdtemp(prefix="muxproxy-bench-"))
     ctx = Context(settings, placement, run_dir, Loads(run_dir, placement.load_core, REPO))
     facts = machine.facts()
