@@ -1,4 +1,4 @@
-"""A second benchmark run on one day keeps the first day's results."""
+"""A second benchmark run on one day keeps that day's earlier results."""
 
 from datetime import datetime, timezone
 
