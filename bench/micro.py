@@ -1,4 +1,4 @@
-"""What the sans-IO core costs per inner request, without sockets.
+"""What the sans-IO core, and the shell's origin side, cost per inner request, without sockets.
 
     python -m bench.micro                 # 100 inner requests per batch, best of 7 repeats
     python -m bench.micro --batch 10 --repeats 15
@@ -22,6 +22,13 @@ Stages, per inner request, in microseconds:
   sorting, framing and reuse decisions);
 - answer: MuxSession.response_complete + take_output (the inner response
   built and queued for the client);
+- origin exchange: the asyncio shell's side of each inner request's origin
+  exchange, on reused pooled connections whose transports discard what they
+  are given (proxy/shell/origin.py): OriginPool.start (exchange, pool
+  checkout, request head joined and written), then the connection's
+  data_received (the ResponseParser, the exchange's completion, the release
+  to the pool, the sink, here a stub).  Less "origin response parsing", it
+  is what the shell adds to the origin side;
 - bare relay: the same three steps done by bench/servers/baremux.py, the
   floor of scenario 1 (its own classes, with transports that discard what
   they are given): httptools on the inner requests, the origin request
@@ -36,11 +43,13 @@ It needs nothing beyond muxproxy's own dependencies and starts no process.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from typing import Callable
 
 import httptools
+import uvloop
 
 from bench.servers import baremux
 from proxy.core.forwarding import ClientInfo
@@ -49,6 +58,8 @@ from proxy.core.http1.response_parser import ResponseParser
 from proxy.core.mux.commands import ForwardRequest
 from proxy.core.mux.session import MuxLimits, MuxSession
 from proxy.core.routing import Route, RouteTable, Timeouts
+from proxy.errors import ProxyError
+from proxy.shell.origin import OriginConnection, OriginPool
 
 #: The response head nginx 1.22 sends for a static file, as bench's origin
 #: serves /100b (field order and spelling as nginx writes them).
@@ -108,6 +119,78 @@ class _LaterLoop:
     """baremux's only use of its loop here: call_soon(flush); the stage flushes itself."""
 
     def call_soon(self, callback: Callable[[], None]) -> None: ...
+
+
+class _DiscardingOriginTransport(_DiscardingTransport):
+    def set_write_buffer_limits(self, high: int) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _CountingSink:
+    """The exchange's ResponseSink: the small response arrives whole."""
+
+    def __init__(self) -> None:
+        self.completed = 0
+
+    def on_response_complete(self, head: object, body: bytes) -> None:
+        self.completed += 1
+
+    def on_response_head(self, head: object) -> None:
+        raise RuntimeError("the origin exchange stage took the streaming path")
+
+    on_response_data = on_response_head
+
+    def on_response_end(self) -> None:
+        raise RuntimeError("the origin exchange stage took the streaming path")
+
+    def on_response_error(self, error: ProxyError) -> None:
+        raise RuntimeError(f"the origin exchange stage failed: {error}")
+
+    def pause_request_body(self) -> None: ...
+    def resume_request_body(self) -> None: ...
+
+
+def origin_exchange(batch: int, transport_type: type = _DiscardingOriginTransport) -> Callable[[], None]:
+    """One round of the shell's origin side for `batch` inner requests: each
+    started on a pooled keep-alive connection, answered, and released.  The
+    connections' transports are `transport_type`s (by default they discard)."""
+    loop = uvloop.new_event_loop()
+
+    async def new_pool() -> OriginPool:  # the pool takes the running loop
+        return OriginPool(
+            "origin", [("127.0.0.1", 8000)], max_connections=batch, idle_timeout=60.0, queue_timeout=5.0,
+            max_queue=batch, max_fails=1, fail_timeout=10.0, max_response_head_size=16384,
+        )
+
+    pool = loop.run_until_complete(new_pool())
+    server = pool.state.servers[0]
+    connections = []
+    for _ in range(batch):
+        connection = OriginConnection(pool, server)
+        connection.connection_made(transport_type())
+        pool.state.active += 1  # as if connected: released, it becomes idle
+        pool.connections.add(connection)
+        pool.release(connection, loop.time())
+        connections.append(connection)
+    session = new_session(batch)
+    session.receive_data(inner_requests(batch))
+    requests = [command.request for command in session.take_commands() if type(command) is ForwardRequest]
+    sink = _CountingSink()
+
+    def round_() -> None:
+        before = sink.completed
+        for request in requests:
+            pool.start(request, sink)  # type: ignore[arg-type]
+        if pool.state.idle_count:
+            raise RuntimeError("an inner request did not get a pooled connection")
+        for connection in connections:
+            connection.data_received(ORIGIN_RESPONSE)
+        if sink.completed - before != batch or pool.state.idle_count != batch:
+            raise RuntimeError("the origin exchange stage did not complete and release every exchange")
+
+    return round_
 
 
 def bare_relay(batch: int, client_transport: object | None = None) -> Callable[[], None]:
@@ -182,6 +265,7 @@ def measure(batch: int, repeats: int, rounds_per_repeat: int = 50) -> dict[str, 
         ("llhttp alone", llhttp_alone),
         ("origin response parsing", origin_parsing),
         ("answer", answer),
+        ("origin exchange", origin_exchange(batch)),
         ("bare relay", bare_relay(batch)),
     ]
     best = {name: float("inf") for name, _ in stages}
@@ -199,10 +283,16 @@ def measure(batch: int, repeats: int, rounds_per_repeat: int = 50) -> dict[str, 
 
 def render(figures: dict[str, float], batch: int, repeats: int) -> str:
     core = figures["inner parsing and dispatch"] + figures["origin response parsing"] + figures["answer"]
-    lines = [f"sans-IO core, {batch} inner requests per batch, best of {repeats} repeats (µs per inner request):", ""]
+    lines = [
+        f"sans-IO core and the shell's origin side, {batch} inner requests per batch, "
+        f"best of {repeats} repeats (µs per inner request):",
+        "",
+    ]
     lines += [f"{figures[name]:8.2f}  {name}" for name in figures]
     lines += [f"{core:8.2f}  core in all (dispatch + origin response parsing + answer)"]
     lines += [f"{core - figures['bare relay']:8.2f}  core over the bare relay (core in all - bare relay)"]
+    shell = figures["origin exchange"] - figures["origin response parsing"]
+    lines += [f"{shell:8.2f}  the shell's origin side (origin exchange - origin response parsing)"]
     return "\n".join(lines)
 
 

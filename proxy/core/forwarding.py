@@ -35,11 +35,48 @@ REQUEST_ID: Final = b"request-id"
 _ORIGIN_RENAMES: Final = {CONTENT_LOCATION: b"Origin-Content-Location", REQUEST_ID: b"Origin-Request-Id"}
 
 
+class ProxyFields:
+    """The fields the proxy adds to a request (X-Forwarded-For, -Proto,
+    -Host, Forwarded, Via), with their serialisation: each field as
+    CRLF "name: value", ready to go after the request's other fields.
+
+    One is shared by every request from the same client to the same host
+    (forward_fields caches it), so an origin request head is joined from a
+    few parts instead of four per proxy field.  Immutable.
+    """
+
+    __slots__ = ("fields", "wire")
+
+    def __init__(self, fields: Headers) -> None:
+        self.fields: tuple[tuple[bytes, bytes], ...] = tuple(fields)
+        parts = []
+        for name, value in self.fields:
+            parts.append(b"\r\n")
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+        self.wire: bytes = b"".join(parts)
+
+    def __repr__(self) -> str:
+        return f"ProxyFields({list(self.fields)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProxyFields) and other.fields == self.fields
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+#: For requests that need no fields of the proxy's own (tests, and upstreams
+#: other than HTTP origins reading an OutboundRequest made by hand).
+NO_PROXY_FIELDS: Final = ProxyFields([])
+
+
 _OUTBOUND_FIELDS: Final = (
     "method",
     "target",
     "host",
     "headers",
+    "proxy_fields",
     "body",
     "streams_body",
     "content_length",
@@ -52,10 +89,12 @@ _OUTBOUND_FIELDS: Final = (
 class OutboundRequest(Record):
     """A request rewritten for the origin, not yet framed.
 
-    `headers` are end-to-end fields only (no Host, Content-Length,
-    Transfer-Encoding or hop-by-hop fields): the upstream adds Host first and
-    then the one framing it uses.  `host` None means "the server's own
-    host:port" (route host_header = "origin").
+    `headers` are the client's end-to-end fields only (no Host,
+    Content-Length, Transfer-Encoding or hop-by-hop fields), with any
+    inherited ones; `proxy_fields` are the proxy's own (X-Forwarded-*,
+    Forwarded, Via).  The upstream sends Host first, then `headers`, then
+    `proxy_fields`, then the one framing it uses.  `host` None means "the
+    server's own host:port" (route host_header = "origin").
     When `body` is None and `streams_body` is True, the body follows through
     `Exchange.send_body()` / `Exchange.end_body()`; `content_length` then says
     whether it is Content-Length framed (>= 0) or chunked (-1).
@@ -71,6 +110,7 @@ class OutboundRequest(Record):
         target: bytes,
         host: bytes | None,
         headers: Headers,
+        proxy_fields: ProxyFields,
         body: bytes | None,
         streams_body: bool,
         content_length: int,
@@ -82,6 +122,7 @@ class OutboundRequest(Record):
         self.target = target
         self.host = host
         self.headers = headers
+        self.proxy_fields = proxy_fields
         self.body = body
         self.streams_body = streams_body
         self.content_length = content_length
@@ -113,7 +154,7 @@ class ClientInfo:
         return self.address
 
 
-# What request_headers does with a field, by lower-case name (one dict
+# What forward_fields does with a field, by lower-case name (one dict
 # lookup per field instead of several set lookups: this runs for every field
 # of every request).
 _DROP: Final = 1
@@ -126,7 +167,7 @@ _REQUEST_ACTIONS.update({b"x-forwarded-for": _XFF, b"via": _VIA, b"forwarded": _
 
 #: The proxy's own fields for a (client, host, version) triple, which is the
 #: same for every inner request of a stream.  Bounded: cleared when full.
-_OWN_FIELDS_CACHE: Final[dict[tuple, tuple]] = {}
+_OWN_FIELDS_CACHE: Final[dict[tuple, ProxyFields]] = {}
 _OWN_FIELDS_CACHE_SIZE: Final = 4096
 
 #: "HTTP/1.1 200 " for every valid status (RFC 9110 §15: 100 to 599), made
@@ -134,13 +175,13 @@ _OWN_FIELDS_CACHE_SIZE: Final = 4096
 _STATUS_LINE_STARTS: Final = {status: b"HTTP/1.1 %d " % status for status in range(100, 600)}
 
 
-def request_headers(
+def forward_fields(
     head: RequestHead,
     client: ClientInfo,
     host: bytes | None,
     inherited: dict[bytes, bytes] | None = None,
-) -> Headers:
-    """End-to-end request fields for the origin, plus the proxy's own.
+) -> tuple[Headers, ProxyFields]:
+    """The request's end-to-end fields for the origin, and the proxy's own.
 
     `host` is the Host the client addressed (used for X-Forwarded-Host and
     Forwarded); `inherited` maps lower-case names of outer-request fields to
@@ -187,11 +228,9 @@ def request_headers(
         if own is None:
             if len(_OWN_FIELDS_CACHE) >= _OWN_FIELDS_CACHE_SIZE:
                 _OWN_FIELDS_CACHE.clear()
-            own = _OWN_FIELDS_CACHE[key] = tuple(_own_fields(client, host, head.version, None, None, None))
-        out += own
-    else:
-        out += _own_fields(client, host, head.version, xff, via, forwarded)
-    return out
+            own = _OWN_FIELDS_CACHE[key] = ProxyFields(_own_fields(client, host, head.version, None, None, None))
+        return out, own
+    return out, ProxyFields(_own_fields(client, host, head.version, xff, via, forwarded))
 
 
 def _own_fields(client: ClientInfo, host: bytes | None, version: bytes, xff, via, forwarded) -> Headers:

@@ -200,7 +200,7 @@ class HttpExchange:
         "encoder",
     )
 
-    def __init__(self, pool: "OriginPool", request: OutboundRequest, sink: ResponseSink) -> None:
+    def __init__(self, pool: "OriginPool", request: OutboundRequest, sink: ResponseSink, now: float) -> None:
         self.pool = pool
         self.request = request
         self.sink = sink
@@ -210,7 +210,7 @@ class HttpExchange:
         self.retried = False
         self.tried: set[int] | None = None  # id() of servers a connect was tried on
         self.timer: asyncio.TimerHandle | None = None
-        self.started = pool.loop.time()
+        self.started = now
         self.paused = False
         self.head_seen = False
         # Streamed request bodies (plain proxy): bytes that arrive before a
@@ -279,9 +279,6 @@ class HttpExchange:
 
     # --- pool side ------------------------------------------------------------------
 
-    def begin(self, *, fresh: bool = False) -> None:
-        self.pool.checkout(self, fresh=fresh)
-
     def wait(self) -> None:
         self.state = ExchangeState.WAITING
         self.timer = self.pool.loop.call_later(self.pool.queue_timeout, self._wait_expired)
@@ -292,8 +289,8 @@ class HttpExchange:
             self.pool.remove_waiter(self)
             self.fail(PoolTimeout(f"no connection to origin {self.pool.name!r} free within {self.pool.queue_timeout:g}s"))
 
-    def attach(self, connection: OriginConnection) -> None:
-        """Run the request on `connection` (fresh or reused)."""
+    def attach(self, connection: OriginConnection, now: float) -> None:
+        """Run the request on `connection` (fresh or reused) from `now`."""
         self._cancel_timer()
         self.state = ExchangeState.ATTACHED
         self.connection = connection
@@ -316,6 +313,7 @@ class HttpExchange:
             parts.append(name)
             parts.append(b": ")
             parts.append(value)
+        parts.append(request.proxy_fields.wire)
         body = request.body
         if body is not None:
             parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
@@ -335,7 +333,7 @@ class HttpExchange:
                 transport.writelines((head, body))
         else:
             transport.write(head)
-        connection.last_read = self.pool.loop.time()
+        connection.last_read = now
         if self.paused:
             transport.pause_reading()
         if self.sending:
@@ -358,7 +356,7 @@ class HttpExchange:
         assert tried is not None  # checkout() recorded the server it tried
         if len(tried) < len(self.pool.state.servers):
             self.state = ExchangeState.NEW
-            self.pool.checkout(self, fresh=True)
+            self.pool.checkout(self, fresh=True, now=self.pool.loop.time())
             return
         self.fail(error)
 
@@ -421,7 +419,8 @@ class HttpExchange:
             # responses: one sink call instead of three.
             self.head_seen = True
             self._finish()
-            sink.on_response_complete(events[0], events[1].data if len(events) == 3 else b"")
+            # Cast: compiled, the body is then read from the struct, not by name.
+            sink.on_response_complete(events[0], cast(Body, events[1]).data if len(events) == 3 else b"")
             return
         for event in events:
             if self.state is not ExchangeState.ATTACHED:
@@ -459,7 +458,8 @@ class HttpExchange:
                 # Our backpressure must not outlive the exchange: the next
                 # request on this connection would wait for a read forever.
                 connection.transport.resume_reading()
-            pool.release(connection)
+            # It went idle when the last bytes of the response were read.
+            pool.release(connection, connection.last_read)
         else:
             # A request body still being sent means the origin answered early;
             # the connection's position in the request is unknown to it.
@@ -489,7 +489,7 @@ class HttpExchange:
                 # it (RFC 9112 §9.3.1 allows retrying idempotent requests).
                 self.retried = True
                 self.state = ExchangeState.NEW
-                self.pool.checkout(self, fresh=True)
+                self.pool.checkout(self, fresh=True, now=self.pool.loop.time())
                 return
             if not self.head_seen and isinstance(error, OriginClosed):
                 self.pool.state.record_failure(connection.server, self.pool.loop.time())
@@ -540,8 +540,11 @@ class OriginPool:
     # --- Upstream -----------------------------------------------------------------
 
     def start(self, request: OutboundRequest, sink: ResponseSink) -> HttpExchange:
-        exchange = HttpExchange(self, request, sink)
-        self.checkout(exchange, fresh=False)
+        # One clock read serves the exchange's start, the checkout and the
+        # request's write: they happen in the same instant.
+        now = self.loop.time()
+        exchange = HttpExchange(self, request, sink, now)
+        self.checkout(exchange, fresh=False, now=now)
         return exchange
 
     async def close(self) -> None:
@@ -563,12 +566,12 @@ class OriginPool:
 
     # --- decisions carried out ----------------------------------------------------------
 
-    def checkout(self, exchange: HttpExchange, *, fresh: bool) -> None:
+    def checkout(self, exchange: HttpExchange, *, fresh: bool, now: float) -> None:
         if self.closing:
             exchange.fail(PoolTimeout("proxy is shutting down"))
             return
         state = self.state
-        decision = state.checkout(self.loop.time(), fresh=fresh)
+        decision = state.checkout(now, fresh=fresh)
         if state.expired:
             for expired in state.take_expired():
                 self._close_idle(expired)
@@ -577,7 +580,7 @@ class OriginPool:
             # The pure pool holds connections as opaque keys; they are ours.
             connection = cast(OriginConnection, decision.connection)
             connection.slot = Slot.ACTIVE
-            exchange.attach(connection)
+            exchange.attach(connection, now)
         elif action is CONNECT:
             exchange.state = ExchangeState.CONNECTING
             if exchange.tried is None:
@@ -619,22 +622,22 @@ class OriginPool:
         self.state.connected(server)
         self.connections.add(connection)
         if exchange.state is ExchangeState.CONNECTING:
-            exchange.attach(connection)
+            exchange.attach(connection, loop.time())
         else:
-            self.release(connection)  # the exchange was cancelled meanwhile
+            self.release(connection, loop.time())  # the exchange was cancelled meanwhile
 
-    def release(self, connection: OriginConnection) -> None:
-        """A connection finished an exchange cleanly: next waiter, or idle."""
+    def release(self, connection: OriginConnection, now: float) -> None:
+        """A connection finished an exchange cleanly at `now`: next waiter, or idle."""
         if self.closing:
             self.discard(connection)
             return
         waiters = self.state.waiters
         if waiters:
             connection.used = True
-            waiters.popleft().attach(connection)
+            waiters.popleft().attach(connection, now)
             return
         connection.slot = Slot.IDLE
-        self.state.released(connection, connection.server, self.loop.time())
+        self.state.released(connection, connection.server, now)
         if self._expiry is None:
             self._expiry = self.loop.call_later(self.state.idle_timeout, self._expire_idle)
 
@@ -667,7 +670,7 @@ class OriginPool:
             exchange = state.waiters.popleft()
             exchange._cancel_timer()
             exchange.state = ExchangeState.NEW
-            self.checkout(exchange, fresh=False)
+            self.checkout(exchange, fresh=False, now=self.loop.time())
 
     def _close_idle(self, connection: OriginConnection) -> None:
         connection.slot = Slot.GONE

@@ -23,7 +23,7 @@ from proxy.core.forwarding import (
     OutboundRequest,
     client_response_framing,
     error_response,
-    request_headers,
+    forward_fields,
     response_headers,
 )
 from proxy.core.http1.messages import FRAMING_NONE, RequestHead, ResponseHead
@@ -142,11 +142,13 @@ class PlainRequest:
         has_body = head.framing != FRAMING_NONE
         client = self.conn.client
         assert client is not None  # set when the connection was made
+        fields, proxy_fields = forward_fields(head, client, head.host)
         request = OutboundRequest(
             method=head.method,
             target=route.origin_target(path),
             host=send_host,
-            headers=request_headers(head, client, head.host),
+            headers=fields,
+            proxy_fields=proxy_fields,
             body=None,
             streams_body=has_body,
             content_length=head.content_length,

@@ -21,8 +21,8 @@ from proxy.core.forwarding import (
     client_response_framing,
     error_body,
     error_response,
+    forward_fields,
     inner_response_head,
-    request_headers,
     response_headers,
 )
 from proxy.core.http1.messages import (
@@ -65,6 +65,13 @@ def response(*headers: tuple[bytes, bytes], status: int = 200, framing: int = FR
         content_length=length if framing == FRAMING_LENGTH else -1,
         keep_alive=True,
     )
+
+
+def request_headers(head, client: ClientInfo, host: bytes | None, inherited=None) -> Headers:
+    """Every field the origin gets besides Host and framing, in the order sent:
+    the client's, then the proxy's own."""
+    fields, own = forward_fields(head, client, host, inherited)
+    return fields + list(own.fields)
 
 
 def forwarded(*headers: tuple[bytes, bytes], client: ClientInfo = CLIENT, host: bytes | None = b"app.example", **kw) -> Headers:
@@ -194,6 +201,31 @@ def test_each_proxy_field_appears_once():
     out = forwarded((b"X-Forwarded-For", b"a"), (b"Via", b"1.1 cdn"), (b"Forwarded", b"for=a"))
     for name in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"via"):
         assert names(out).count(name) == 1, name
+
+
+def test_proxy_fields_are_serialised_once_in_the_order_sent():
+    fields, own = forward_fields(request_head((b"Accept", b"*/*")), CLIENT, b"app.example")
+    assert fields == [(b"Accept", b"*/*")]
+    assert own.wire == b"".join(b"\r\n" + name + b": " + value for name, value in own.fields)
+    assert own.wire.startswith(b"\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\n")
+    assert own.wire.endswith(b"\r\nVia: 1.1 muxproxy")
+
+
+def test_proxy_fields_are_shared_by_requests_from_one_client_to_one_host():
+    _, first = forward_fields(request_head(), CLIENT, b"app.example")
+    _, second = forward_fields(request_head((b"Accept", b"*/*")), CLIENT, b"app.example")
+    _, other_host = forward_fields(request_head(), CLIENT, b"other.example")
+    _, other_client = forward_fields(request_head(), CLIENT_V6, b"app.example")
+    assert first is second
+    assert other_host is not first and (b"X-Forwarded-Host", b"other.example") in other_host.fields
+    assert other_client is not first and (b"X-Forwarded-For", b"2001:db8::7") in other_client.fields
+
+
+def test_proxy_fields_after_earlier_hops_are_made_per_request():
+    _, own = forward_fields(request_head((b"Via", b"1.1 cdn")), CLIENT, None)
+    _, again = forward_fields(request_head((b"Via", b"1.1 cdn")), CLIENT, None)
+    assert own == again and own is not again
+    assert (b"Via", b"1.1 cdn, 1.1 muxproxy") in own.fields
 
 
 # --- Inherited fields (mux.inherit_headers) ----------------------------------------------

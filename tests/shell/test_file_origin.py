@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.core.forwarding import OutboundRequest
+from proxy.core.forwarding import NO_PROXY_FIELDS, OutboundRequest
 from proxy.core.http1.messages import FRAMING_LENGTH, FRAMING_NONE, ResponseHead
 from proxy.core.routing import Timeouts
 from proxy.errors import OriginError, OriginResponseIncomplete, OriginUnavailable, ProxyError
@@ -90,6 +90,7 @@ def make_request(target: bytes, method: bytes = b"GET", headers=()) -> OutboundR
         target=target,
         host=b"example.test",
         headers=list(headers),
+        proxy_fields=NO_PROXY_FIELDS,
         body=None,
         streams_body=False,
         content_length=-1,

@@ -422,7 +422,8 @@ class ResponseParser:
         # Trailing whitespace that llhttp leaves in a value is passed on as
         # received: it is not part of the value (RFC 9110 §5.5), and every
         # framing field below is stripped where it is read.
-        append = fields.append
+        # No `append = fields.append`: compiled, that makes a bound method
+        # and calls it generically, where `fields.append()` is a C call.
         special = _SPECIAL_LENGTHS
         for item in headers:
             name = item[0]
@@ -434,7 +435,7 @@ class ResponseParser:
                         content_length = int(value)  # llhttp checked: digits, once
                         if keeps_length:
                             # HEAD/304: the representation's length, not framing (RFC 9110 §8.6).
-                            append(item)
+                            fields.append(item)
                     elif low == b"transfer-encoding":
                         # Several fields are one list (RFC 9110 §5.3): "gzip" then
                         # "chunked" is "gzip, chunked", never just the last one.
@@ -444,7 +445,7 @@ class ResponseParser:
                     continue
                 if low in _CORRELATION:
                     correlation = True
-            append(item)
+            fields.append(item)
 
         if no_body:
             framing = FRAMING_NONE

@@ -36,9 +36,9 @@ from proxy.core.forwarding import (
     ClientInfo,
     OutboundRequest,
     error_response,
+    forward_fields,
     inner_message,
     inner_response_head,
-    request_headers,
 )
 from proxy.core.http1.fields import host_without_port, proxy_status
 from proxy.core.http1.messages import (
@@ -755,11 +755,13 @@ class MuxSession:
         else:
             send_host = route.host_header.encode("ascii")
         method = head.method
+        fields, proxy_fields = forward_fields(head, self.client, host, self.inherited)
         stream.request = OutboundRequest(
             method,
             route.origin_target(path) if route.strip_prefix else path,
             send_host,
-            request_headers(head, self.client, host, self.inherited),
+            fields,
+            proxy_fields,
             None,  # body: set when the request is complete
             False,
             -1,
