@@ -66,8 +66,7 @@ class ProxyFields:
     __hash__ = None  # type: ignore[assignment]
 
 
-#: For requests that need no fields of the proxy's own (tests, and upstreams
-#: other than HTTP origins reading an OutboundRequest made by hand).
+#: No fields of the proxy's own: for an OutboundRequest made by hand (tests).
 NO_PROXY_FIELDS: Final = ProxyFields([])
 
 
