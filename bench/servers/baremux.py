@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 
 import httptools
 import uvloop
@@ -219,6 +220,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--origin-port", type=int, required=True)
     args = parser.parse_args()
+    # The garbage collector as muxproxy's server sets it (proxy.cli.tune_gc;
+    # not imported, so that the relay stays apart from muxproxy's code):
+    # the same stack includes the same runtime settings.
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     uvloop.run(serve(args.port, args.origin_port))
 
 

@@ -35,7 +35,9 @@ from proxy.core.mux.outer import accepts_gzip, is_gzip_request, outer_response_h
 from proxy.core.mux.session import MuxSession
 from proxy.errors import ProxyError
 from proxy.shell.flow import HANDLER
+from proxy.shell.origin import OriginPool
 from proxy.shell.plain import CONTINUE
+from proxy.shell.upstream import Exchange, Upstream
 
 if TYPE_CHECKING:
     from proxy.shell.client import ClientConnection
@@ -101,6 +103,7 @@ class MuxStream:
     __slots__ = (
         "conn",
         "runtime",
+        "upstreams",
         "http10",
         "keep_alive",
         "expect_continue",
@@ -122,6 +125,9 @@ class MuxStream:
     def __init__(self, conn: "ClientConnection", head: RequestHead, runtime: "Runtime") -> None:
         self.conn = conn
         self.runtime = runtime
+        # Read once per stream, not per inner request: Runtime is not a
+        # compiled class, so each read of its attributes is a dict lookup.
+        self.upstreams: dict[str, Upstream] = runtime.upstreams
         self.http10 = head.version == b"1.0"
         self.keep_alive = head.keep_alive and not self.http10
         self.expect_continue = head.expect_continue and not self.http10
@@ -196,6 +202,7 @@ class MuxStream:
         """A reload happened: inner requests read from now on use its routes
         and origins; those in flight finish where they are."""
         self.runtime = runtime
+        self.upstreams = runtime.upstreams
         self.session.routes = runtime.routes
 
     def drain(self) -> None:
@@ -214,7 +221,11 @@ class MuxStream:
         """An exchange is over.  With an access log, InnerCompleted drops it
         (the log line needs its server); without one, nothing else will."""
         if not self.session.report_completions:
-            self.exchanges.pop(stream_id, None)
+            # `in` and `del`, not pop(key, None): compiled, dict.pop with a
+            # default is a generic method call, looked up by name each time.
+            exchanges = self.exchanges
+            if stream_id in exchanges:
+                del exchanges[stream_id]
 
     # --- commands -------------------------------------------------------------------------
 
@@ -246,8 +257,14 @@ class MuxStream:
         if kind is ForwardRequest:
             forward = cast(ForwardRequest, command)
             stream_id = forward.stream_id
-            upstream = self.runtime.upstreams[forward.origin]
-            started = upstream.start(forward.request, InnerSink(self, stream_id))
+            upstream = self.upstreams[forward.origin]
+            sink = InnerSink(self, stream_id)
+            if type(upstream) is OriginPool:
+                # A direct call into the compiled method; through the
+                # Upstream protocol it would be a generic Python-level call.
+                started: Exchange = cast(OriginPool, upstream).start(forward.request, sink)
+            else:
+                started = upstream.start(forward.request, sink)
             if stream_id in self.session.streams:
                 if self.exchanges is _NO_EXCHANGES:
                     self.exchanges = {}
