@@ -117,16 +117,19 @@ def target_problem(target: bytes) -> str | None:
     path as received, and an origin that resolves "/a/../b" would serve a
     path that no route check ever saw (RFC 3986 §5.2.4 is a client duty).
     This runs for every request, so nearly every target is cleared by two
-    C-speed scans: translate() for the three single bytes below, find() for
-    "/." (every dot segment starts with it).  A regular-expression search
-    for all four did the same one byte at a time in sre, at 140 ns for a
-    5-byte target and 440 for a 40-byte one, against 160 and 200 for these
-    two (CPython 3.11, interpreted; compiled, translate() is mypyc's own C
-    loop).  The searches use find(): `sub in some_bytes` first tries to read
-    `sub` as an integer and raises and clears a TypeError internally, which
-    costs twice as much as the search itself.
+    C-speed scans that each return the target itself when they find nothing:
+    translate() for the three single bytes below, replace() for "/." (every
+    dot segment starts with it).  A regular-expression search for all four
+    went one byte at a time in sre: 140 ns for a 5-byte target and 440 for
+    a 40-byte one, against 65 and 105 for these two (CPython 3.11,
+    interpreted; compiled, translate() is mypyc's own C loop).  replace()
+    rather than find() for the pair: find() parses its arguments the old
+    way, through a tuple, at 25-40 ns more.  The searches below use find():
+    `sub in some_bytes` first tries to read `sub` as an integer and raises
+    and clears a TypeError internally, which costs twice as much as the
+    search itself.
     """
-    if target.translate(_SUSPECT_BYTES_TO_NUL) == target and target.find(b"/.") < 0:
+    if target.translate(_SUSPECT_BYTES_TO_NUL).replace(b"/.", b"") == target:
         return None
     if target.find(b"#") >= 0 or target.find(b"\\") >= 0:
         return "fragment or backslash in request target"
