@@ -50,6 +50,10 @@ from proxy.errors import (
 #: proxy-authorization 19) and the mux correlation fields (request-id 10,
 #: content-location 16).
 _SPECIAL_LENGTHS: Final = frozenset({2, 7, 10, 14, 16, 17, 18, 19})
+#: The same as a table indexed by length (1: one of them), read for every
+#: field: compiled, indexing bytes is a C read where a set lookup hashes a
+#: boxed int.
+_IS_SPECIAL_LENGTH: Final = bytes(1 if length in _SPECIAL_LENGTHS else 0 for length in range(20))
 _CORRELATION: Final = frozenset({b"content-location", b"request-id"})
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b""})
 
@@ -424,10 +428,10 @@ class ResponseParser:
         # framing field below is stripped where it is read.
         # No `append = fields.append`: compiled, that makes a bound method
         # and calls it generically, where `fields.append()` is a C call.
-        special = _SPECIAL_LENGTHS
         for item in headers:
             name = item[0]
-            if len(name) in special:
+            length = len(name)
+            if length < 20 and _IS_SPECIAL_LENGTH[length]:
                 low = name.lower()
                 if low in HOP_BY_HOP:
                     value = item[1]
