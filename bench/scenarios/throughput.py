@@ -161,7 +161,10 @@ class Throughput:
             "time alone), median (min–max) over "
             f"{ctx.settings.rounds} round(s).  **× direct**: throughput divided by direct-to-origin throughput "
             "at the same number of concurrent requests and size, in the same round.  **CPU %**: the server's "
-            "CPU time over the elapsed time (100 % = one core saturated).  " + report.DISTURBANCE_NOTE,
+            "CPU time over the elapsed time (100 % = one core saturated).  **load core %**: how busy the load "
+            "core was (/proc/stat: the origin, the load generator and anything else there); near 100 %, the "
+            "load side rather than the server bounded the rate, and a faster server would gain little.  "
+            + report.DISTURBANCE_NOTE,
             "",
         ]
         panels = []
@@ -253,7 +256,10 @@ class Throughput:
 
     @staticmethod
     def _headers() -> list[str]:
-        return ["configuration", "load", "req/s", "× direct", "server CPU µs/req", "of it kernel", "CPU %", "others %", "p50 µs", "p99 µs", "errors"]
+        return [
+            "configuration", "load", "req/s", "× direct", "server CPU µs/req", "of it kernel", "CPU %", "load core %",
+            "others %", "p50 µs", "p99 µs", "errors",
+        ]
 
     @staticmethod
     def _row(results: Results, key: str) -> list[str]:
@@ -266,6 +272,7 @@ class Throughput:
             report.spread(results.spread(key, "cpu_us_per_req"), 1),
             report.spread(results.spread(key, "system_us_per_req"), 1),
             report.percent(results.spread(key, "cpu_util")),
+            report.percent(results.spread(key, "load_core_util")),
             _disturbance(results, key),
             report.spread(results.spread(key, "p50_us")),
             report.spread(results.spread(key, "p99_us")),

@@ -49,6 +49,16 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
         assert f"## Scenario {number}:" in text, f"scenario {number} missing from the results"
         assert table_head in text, f"scenario {number}'s table missing from the results"
         assert (tmp_path / f"{results[0].stem}-scenario{number}.png").stat().st_size > 0
+    # Scenario 1 says how busy the load core was beside each server's own CPU
+    # (a figure only where the machine has a separate load core to pin to).
+    header = "| configuration | load | req/s | × direct | server CPU µs/req | of it kernel | CPU % | load core % |"
+    assert header in text
+    table = text.split(header, 1)[1].split("\n\n", 1)[0]
+    column = header.strip("|").split("|").index(" load core % ")
+    rows = table.strip().splitlines()[2:]  # after the header's rest and the |---| line
+    cells = [row.strip("|").split("|")[column].strip() for row in rows]
+    pinned = "Pinning: server under test on core" in text
+    assert cells and all(re.fullmatch(r"\d+ %", cell) if pinned else cell == "–" for cell in cells), cells
     # Every measured row completed: a smoke run with failed requests is a broken benchmark.
     error_cells = re.findall(r"\| (\d+) \|$", text, re.M)
     assert error_cells and all(cell == "0" for cell in error_cells), "some measurement reported errors"
