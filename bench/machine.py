@@ -93,6 +93,20 @@ def busy_cpu_seconds(core: int | None = None) -> float:
     raise ValueError(f"no {name} line in /proc/stat")
 
 
+def nonidle_cpu_seconds(core: int) -> float:
+    """Time `core` was not idle since boot (/proc/stat), whatever for:
+    processes, steal, and interrupt and softirq time too (on loopback much of
+    the network work of a send is done in softirq on the sender's core).
+    How busy a core was, where busy_cpu_seconds is what processes used."""
+    name = f"cpu{core}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == name:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
+            return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    raise ValueError(f"no {name} line in /proc/stat")
+
+
 def own_cpu_seconds() -> float:
     """This process's CPU time and that of its children that have exited."""
     total = 0.0

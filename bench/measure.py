@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Callable
 
-from bench.machine import busy_cpu_seconds, own_cpu_seconds
+from bench.machine import busy_cpu_seconds, nonidle_cpu_seconds, own_cpu_seconds
 from bench.peers import REPO, Server, start_servers
 from bench.procs import RUNNING, Process
 from bench.runner import Context
@@ -72,10 +72,10 @@ def with_server_cpu(ctx: Context, server: Server, load: Callable[[], dict]) -> d
     placement = ctx.placement
     cores = {"others_server_core": placement.server_core, "others_load_core": placement.load_core}
     others_before = {name: others_cpu_seconds(core, placement.load_core) for name, core in cores.items() if core is not None}
-    # Everything the load core did (origin, load generator, helpers, others):
-    # near 100 %, the load side, not the server, bounds the throughput.
+    # Everything the load core did (origin, load generator, helpers, others,
+    # interrupts): near 100 %, the load side bounds the throughput too.
     load_core = placement.load_core
-    load_busy_before = busy_cpu_seconds(load_core) if load_core is not None else 0.0
+    load_busy_before = nonidle_cpu_seconds(load_core) if load_core is not None else 0.0
     started = time.monotonic()
     user_before, system_before = server.process.cpu_times()
     result = load()
@@ -92,7 +92,7 @@ def with_server_cpu(ctx: Context, server: Server, load: Callable[[], dict]) -> d
         if core is not None:
             metrics[name] = max(0.0, others_cpu_seconds(core, placement.load_core) - others_before[name]) / wall
     if load_core is not None:
-        metrics["load_core_util"] = (busy_cpu_seconds(load_core) - load_busy_before) / wall
+        metrics["load_core_util"] = (nonidle_cpu_seconds(load_core) - load_busy_before) / wall
     if "client_cpu_s" in result:
         metrics["client_cpu_us_per_req"] = result["client_cpu_s"] / result["requests"] * 1e6 if result["requests"] else float("nan")
         metrics["client_cpu_util"] = result["client_cpu_s"] / result["elapsed_s"] if result["elapsed_s"] else float("nan")

@@ -162,7 +162,8 @@ class Throughput:
             f"{ctx.settings.rounds} round(s).  **× direct**: throughput divided by direct-to-origin throughput "
             "at the same number of concurrent requests and size, in the same round.  **CPU %**: the server's "
             "CPU time over the elapsed time (100 % = one core saturated).  **load core %**: how busy the load "
-            "core was (/proc/stat: the origin, the load generator and anything else there); near 100 %, the "
+            "core was (/proc/stat, all but idle time: the origin, the load generator, anything else there, and "
+            "interrupts); near 100 %, the "
             "load side rather than the server bounded the rate, and a faster server would gain little.  "
             + report.DISTURBANCE_NOTE,
             "",
