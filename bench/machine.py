@@ -76,6 +76,17 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _cpu_counters(core: int | None) -> tuple[int, ...]:
+    """/proc/stat's first eight counters for one core or (None) all of them:
+    user, nice, system, idle, iowait, irq, softirq, steal (clock ticks)."""
+    name = "cpu" if core is None else f"cpu{core}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == name:
+            return tuple(int(value) for value in fields[1:9])
+    raise ValueError(f"no {name} line in /proc/stat")
+
+
 def busy_cpu_seconds(core: int | None = None) -> float:
     """CPU time used since boot (/proc/stat), on one core or (None) on all of them.
 
@@ -84,13 +95,8 @@ def busy_cpu_seconds(core: int | None = None) -> float:
     so they cannot be compared with processes' utime + stime.  Steal time (a
     hypervisor running something else) is counted: it is a disturbance.
     """
-    name = "cpu" if core is None else f"cpu{core}"
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] == name:
-            user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(value) for value in fields[1:9])
-            return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
-    raise ValueError(f"no {name} line in /proc/stat")
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = _cpu_counters(core)
+    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def nonidle_cpu_seconds(core: int) -> float:
@@ -98,13 +104,8 @@ def nonidle_cpu_seconds(core: int) -> float:
     processes, steal, and interrupt and softirq time too (on loopback much of
     the network work of a send is done in softirq on the sender's core).
     How busy a core was, where busy_cpu_seconds is what processes used."""
-    name = f"cpu{core}"
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] == name:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
-            return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    raise ValueError(f"no {name} line in /proc/stat")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = _cpu_counters(core)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:

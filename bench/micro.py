@@ -59,13 +59,13 @@ import httptools
 import uvloop
 
 from bench.servers import baremux
+from proxy.cli import tune_gc
 from proxy.core.forwarding import ClientInfo
 from proxy.core.http1.request_parser import RequestParser
 from proxy.core.http1.response_parser import ResponseParser
 from proxy.core.mux.commands import ForwardRequest
 from proxy.core.mux.session import MuxLimits, MuxSession
 from proxy.core.routing import Route, RouteTable, Timeouts
-from proxy.cli import tune_gc
 from proxy.errors import ProxyError
 from proxy.shell.origin import OriginConnection, OriginPool
 

@@ -118,7 +118,7 @@ def target_problem(target: bytes) -> str | None:
     path that no route check ever saw (RFC 3986 §5.2.4 is a client duty).
     This runs for every request, so nearly every target is cleared by two
     C-speed scans that each return the target itself when they find nothing:
-    translate() for the three single bytes below, replace() for "/." (every
+    translate() for "#", "\\" and "%", replace() for "/." (every
     dot segment starts with it).  A regular-expression search for all four
     went one byte at a time in sre: 140 ns for a 5-byte target and 440 for
     a 40-byte one, against 65 and 105 for these two (CPython 3.11,
