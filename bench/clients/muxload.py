@@ -21,7 +21,10 @@ bench/servers/nullmux.py is reported with every run):
   requests that now fit are framed into a single outer chunk and written
   with one call.
 * Latency is matched by Request-Id: send time in a dict keyed by the id's
-  bytes, exactly as it comes back from the parser.
+  bytes, exactly as it comes back from the parser.  A response ends when
+  the read that completes it arrived: one clock reading per read, taken
+  before parsing, so that parsing earlier responses in the same read is
+  neither counted against later ones nor paid for once per response.
 * Open loop: bench/clients/pacing.py issues the requests that have fallen
   due, round-robin over the streams; latency counts from the tick that
   issued them, and the largest lag of the schedule is reported.
@@ -116,6 +119,9 @@ class MuxStream(asyncio.Protocol):
         self.sent: dict[bytes, float] = {}
         self.request_id = b""
         self.completed_since_write = 0
+        #: When the read being parsed arrived: the completion time of every
+        #: response it ends (one clock reading per read, not per response).
+        self.received_at = 0.0
         self.ended = False
         self.opened = run.loop.create_future()
         self.finished = run.loop.create_future()
@@ -126,6 +132,7 @@ class MuxStream(asyncio.Protocol):
         transport.write(self.head)
 
     def data_received(self, data: bytes) -> None:
+        self.received_at = time.perf_counter()
         try:
             self.outer.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -146,7 +153,7 @@ class MuxStream(asyncio.Protocol):
             self.request_id = value
 
     def on_message_complete(self) -> None:
-        now = time.perf_counter()
+        now = self.received_at
         run = self.run
         started = self.sent.pop(self.request_id, None)
         status = self.inner.get_status_code()

@@ -59,6 +59,9 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
     cells = [row.strip("|").split("|")[column].strip() for row in rows]
     pinned = "Pinning: server under test on core" in text
     assert cells and all(re.fullmatch(r"\d+ %", cell) if pinned else cell == "–" for cell in cells), cells
+    # Both throughput targets are also compared on CPU per request, with a figure.
+    capacity = re.findall(r"on CPU per request \(the peer's ÷ muxproxy's[^)]*\): (\S+)×", text)
+    assert len(capacity) == 2 and all(re.fullmatch(r"\d+\.\d+", ratio) for ratio in capacity), capacity
     # Every measured row completed: a smoke run with failed requests is a broken benchmark.
     error_cells = re.findall(r"\| (\d+) \|$", text, re.M)
     assert error_cells and all(cell == "0" for cell in error_cells), "some measurement reported errors"
