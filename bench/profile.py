@@ -2,6 +2,7 @@
 
     python -m bench.profile                    # C=1 K=100, 100-byte responses, 12 s, py-spy
     python -m bench.profile --profiler perf    # the compiled build, with Linux perf
+    python -m bench.profile --profiler perf --call-graph   # and charged to muxproxy's functions
     python -m bench.profile --profiler none    # CPU and req/s only, for A/B runs
     python -m bench.profile --in-flight 10 --path /10k --seconds 20
 
@@ -32,6 +33,18 @@ samples by binary (the kernel, the Python runtime, the compiled modules,
 httptools, ...) and by C function (mypyc names its functions
 `CPyDef_<module>___<function>`; a function it inlined is counted in its
 caller).  perf.data stays in the printed directory for `perf report`.
+
+--call-graph (with --profiler perf) records call stacks too (`perf record
+--call-graph dwarf`, at half the rate: each sample copies 16 KiB of stack)
+and adds two tables that say which of muxproxy's own functions the time is
+spent for.  Each sample is charged to the innermost compiled function on its
+stack, whatever it was running at that instant (the kernel's `write`, the
+allocator, llhttp): "self", split into kernel and user space; and to every
+compiled function on its stack: "inclusive", the cost of a whole path such
+as an origin connection's `data_received`.  Both are also given in µs per
+inner request (the share times the CPU per request measured beside it).
+Samples with no compiled function on the stack are the event loop's own
+(epoll, uvloop's callbacks) or the pure-Python build's.
 
 --profiler none samples nothing: the figures are then the load's own, for
 comparing two builds in interleaved runs.
@@ -157,6 +170,91 @@ def summarise_perf(report_text: str, top: int) -> str:
     return "\n".join(lines)
 
 
+#: Call-graph sampling rate: each sample copies 16 KiB of muxproxy's stack for
+#: perf to unwind (DWARF: the interpreter keeps no frame pointers), so at half
+#: PERF_FREQUENCY 12 s of load make about 100 MB of perf.data.
+PERF_CALL_GRAPH_FREQUENCY = 499
+PERF_STACK_BYTES = 16384
+#: mypyc names the C function of a compiled Python function
+#: CPyDef_<module>___<class>___<name> (CPyPy_ for its Python-callable wrapper,
+#: the same function); its runtime helpers (CPyTagged_Add, CPyList_GetItem...)
+#: have other prefixes and are not muxproxy's functions.
+_COMPILED_FUNCTION = re.compile(r"^CPy(?:Def|Py)_(\w+)$")
+#: One frame of `perf script -F ip,sym,dso` output: "\t  1a9e52 PyObject_IsTrue (/usr/lib/libpython3.11.so)".
+_SCRIPT_FRAME = re.compile(r"^\s+[0-9a-f]+ (.+) \((.*)\)$")
+NO_COMPILED_FUNCTION = "(no compiled function on the stack: the event loop's own work)"
+
+
+def compiled_function_name(symbol: str) -> str | None:
+    """mypyc's C name of a compiled function -> "module.Class.name"; None
+    for any other symbol."""
+    match = _COMPILED_FUNCTION.match(symbol)
+    return ".".join(match.group(1).split("___")) if match else None
+
+
+def perf_script_samples(text: str) -> list[list[tuple[str, str]]]:
+    """The stacks in `perf script` output, innermost frame first, each frame
+    (symbol, binary); an inlined frame takes the binary of the frame it was
+    inlined into (perf prints "inlined" for it, at the same address)."""
+    samples: list[list[tuple[str, str]]] = []
+    frames: list[tuple[str, str]] = []
+    for line in text.splitlines() + [""]:
+        match = _SCRIPT_FRAME.match(line)
+        if match:
+            frames.append((match.group(1), match.group(2)))
+            continue
+        # A blank line or a sample's header line ends the stack before it.
+        if frames:
+            binary = ""
+            for index in range(len(frames) - 1, -1, -1):  # outermost first, so inlined frames find theirs
+                symbol, dso = frames[index]
+                if dso == "inlined":
+                    frames[index] = (symbol, binary)
+                else:
+                    binary = dso
+            samples.append(frames)
+            frames = []
+    return samples
+
+
+def summarise_callers(script_text: str, top: int, cpu_us_per_request: float | None) -> str:
+    """Samples charged to muxproxy's compiled functions: the innermost one on
+    each stack (self, split into kernel and user space) and every one on it
+    (inclusive); in shares and, given the CPU per inner request, in µs."""
+    own_kernel: collections.Counter = collections.Counter()
+    own_user: collections.Counter = collections.Counter()
+    anywhere: collections.Counter = collections.Counter()
+    samples = perf_script_samples(script_text)
+    for frames in samples:
+        names = [name for symbol, _ in frames if (name := compiled_function_name(symbol))]
+        owner = names[0] if names else NO_COMPILED_FUNCTION
+        leaf_binary = frames[0][1]
+        (own_kernel if binary_kind(leaf_binary) == "kernel" else own_user)[owner] += 1
+        for name in set(names) or {NO_COMPILED_FUNCTION}:
+            anywhere[name] += 1
+    total = len(samples)
+    if not total:
+        return "no samples with call stacks"
+
+    def per_request(count: int) -> str:
+        return f"{count / total * cpu_us_per_request:7.2f}" if cpu_us_per_request else "      -"
+
+    lines = [
+        f"\n{total} samples with call stacks, charged to muxproxy's compiled functions "
+        "(µs: per inner request, of the CPU per request above)",
+        "\nself (the innermost compiled function on the stack, with what it called):",
+        "  all %  kernel %  user %     µs  function",
+    ]
+    owners = own_kernel + own_user
+    for name, count in owners.most_common(top):
+        lines.append(f"{100 * count / total:7.1f}  {100 * own_kernel[name] / total:8.1f}  "
+                     f"{100 * own_user[name] / total:6.1f}  {per_request(count)}  {name}")
+    lines += ["\ninclusive (the function anywhere on the stack):", "  all %     µs  function"]
+    for name, count in anywhere.most_common(top):
+        lines.append(f"{100 * count / total:7.1f}  {per_request(count)}  {name}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="measured load, after a 3 s warm-up")
@@ -166,7 +264,11 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25, help="functions listed per table")
     parser.add_argument("--profiler", choices=("py-spy", "perf", "none"), default="py-spy",
                         help="py-spy (Python frames), perf (C functions: the compiled build) or none")
+    parser.add_argument("--call-graph", action="store_true",
+                        help="with --profiler perf: call stacks too, and the time charged to muxproxy's functions")
     args = parser.parse_args()
+    if args.call_graph and args.profiler != "perf":
+        parser.error("--call-graph needs --profiler perf")
     tool = {"py-spy": "py-spy", "perf": "perf", "none": None}[args.profiler]
     program = shutil.which(tool) if tool else None
     if tool and program is None:
@@ -201,8 +303,10 @@ def main() -> int:
         if tool == "perf":
             # Pinned beside the load, so that the profiler takes no time from muxproxy's core.
             with open(run_dir / "perf.log", "wb") as perf_log:
+                sampling = (["--call-graph", f"dwarf,{PERF_STACK_BYTES}", "-F", str(PERF_CALL_GRAPH_FREQUENCY)]
+                            if args.call_graph else ["-F", str(PERF_FREQUENCY)])
                 recorder = subprocess.Popen(
-                    pinned([program, "record", "-q", "-F", str(PERF_FREQUENCY), "-o", str(perf_data),
+                    pinned([program, "record", "-q", *sampling, "-o", str(perf_data),
                             "-p", ",".join(map(str, served))], place.load_core),
                     stdout=subprocess.DEVNULL, stderr=perf_log)
             time.sleep(0.5)  # perf attaches before the load starts
@@ -231,15 +335,21 @@ def main() -> int:
             process.stop()
     print(f"load: C={args.connections} K={args.in_flight} {args.path}: "
           f"{figures['rps']:,.0f} inner requests/s over {figures['elapsed_s']:.1f} s, errors {figures['errors']}")
-    print(cpu_line(user_after - user_before, kernel_after - kernel_before, figures["requests"], tool is not None))
+    user_s, kernel_s = user_after - user_before, kernel_after - kernel_before
+    print(cpu_line(user_s, kernel_s, figures["requests"], tool is not None))
+    cpu_us_per_request = (user_s + kernel_s) / figures["requests"] * 1e6 if figures["requests"] else None
     if tool == "py-spy":
         print(summarise(raw, args.top))
         print(f"\nraw stacks (for flamegraph.pl): {raw}")
     elif tool == "perf":
         report = subprocess.run([program, "report", "-i", str(perf_data), "--stdio", "--no-children",
-                                 "--sort", "dso,sym"],
+                                 "--sort", "dso,sym", *(["-g", "none"] if args.call_graph else [])],
                                 check=True, capture_output=True, text=True)
         print(summarise_perf(report.stdout, args.top))
+        if args.call_graph:
+            script = subprocess.run([program, "script", "-i", str(perf_data), "-F", "ip,sym,dso"],
+                                    check=True, capture_output=True, text=True)
+            print(summarise_callers(script.stdout, args.top, cpu_us_per_request))
         print(f"\nperf.data (for perf report): {perf_data}")
     else:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,9 +1,18 @@
-"""bench/profile.py's reading of py-spy's raw output (no py-spy needed)."""
+"""bench/profile.py's reading of py-spy's and perf's output (neither tool needed)."""
 
 import os
 
 from bench.procs import cpu_seconds, cpu_times
-from bench.profile import binary_kind, cpu_line, function_name, summarise, summarise_perf
+from bench.profile import (
+    binary_kind,
+    compiled_function_name,
+    cpu_line,
+    function_name,
+    perf_script_samples,
+    summarise,
+    summarise_callers,
+    summarise_perf,
+)
 
 
 def test_function_names_are_shortened_to_the_module():
@@ -84,3 +93,62 @@ def test_binaries_are_named_by_their_part_of_the_stack():
     assert binary_kind("response_parser.cpython-311-x86_64-linux-gnu.so") != "httptools (llhttp)"  # muxproxy's shim
     assert binary_kind("url_parser.cpython-311-x86_64-linux-gnu.so") == "httptools (llhttp)"
     assert binary_kind("[vdso]") == "[vdso]"
+
+
+# `perf script -F ip,sym,dso` of three samples: two stacks through the
+# compiled code (one ending in the kernel, one in the allocator, with an
+# inlined frame and a runtime helper), one in the event loop alone.
+PERF_SCRIPT = """\
+
+\t ffffffff8a1b2c3d tcp_sendmsg ([kernel.kallsyms])
+\t ffffffff8a000100 do_syscall_64 ([kernel.kallsyms])
+\t           c70f5 __pyx_f_6uvloop_4loop_8UVStream_write (/site-packages/uvloop/loop.cpython-311-x86_64-linux-gnu.so)
+\t          158cc7 PyObject_VectorcallMethod (/usr/lib/libpython3.11.so.1.0)
+\t           c7533 CPyDef_origin___HttpExchange___attach (/work/proxy__mypyc.cpython-311-x86_64-linux-gnu.so)
+\t           eb110 CPyDef_origin___OriginPool___start (/work/proxy__mypyc.cpython-311-x86_64-linux-gnu.so)
+\t           f944e CPyDef_client___ClientConnection___data_received (/work/proxy__mypyc.cpython-311-x86_64-linux-gnu.so)
+\t           f9c51 CPyPy_client___ClientConnection___data_received (/work/proxy__mypyc.cpython-311-x86_64-linux-gnu.so)
+\tffffffffffffffff [unknown] ([unknown])
+
+\t          16db75 pymalloc_alloc (inlined)
+\t          16db75 _PyObject_Malloc (/usr/lib/libpython3.11.so.1.0)
+\t           d47a8 CPyTagged_Add (/work/proxy__mypyc.cpython-311-x86_64-linux-gnu.so)
+\t           d47a8 CPyDef_session___MuxSession____response_left (/work/proxy__mypyc.cpython-311-x86_64-linux-gnu.so)
+\t           f0baa CPyDef_origin___OriginConnection___data_received (/work/proxy__mypyc.cpython-311-x86_64-linux-gnu.so)
+
+\t          1383f8 uv__io_poll (/site-packages/uvloop/loop.cpython-311-x86_64-linux-gnu.so)
+"""
+
+
+def test_mypyc_names_are_read_as_module_class_and_function():
+    assert compiled_function_name("CPyDef_origin___HttpExchange___attach") == "origin.HttpExchange.attach"
+    assert compiled_function_name("CPyDef_client___ClientConnection____drain") == "client.ClientConnection._drain"
+    assert compiled_function_name("CPyPy_forwarding___inner_message") == "forwarding.inner_message"
+    assert compiled_function_name("CPyTagged_Add") is None  # a runtime helper, not muxproxy's
+    assert compiled_function_name("_PyObject_Malloc") is None
+
+
+def test_perf_script_stacks_are_read_innermost_first_with_inlined_frames_placed():
+    samples = perf_script_samples(PERF_SCRIPT)
+    assert len(samples) == 3
+    assert samples[0][0] == ("tcp_sendmsg", "[kernel.kallsyms]")
+    assert samples[1][0] == ("pymalloc_alloc", "/usr/lib/libpython3.11.so.1.0")  # inlined into _PyObject_Malloc
+    assert samples[2] == [("uv__io_poll", "/site-packages/uvloop/loop.cpython-311-x86_64-linux-gnu.so")]
+
+
+def test_samples_are_charged_to_the_innermost_compiled_function():
+    text = summarise_callers(PERF_SCRIPT, top=10, cpu_us_per_request=12.0)
+    own, anywhere = text.split("\ninclusive (the function anywhere on the stack):\n")
+    rows = {line.split()[-1]: line.split() for line in own.splitlines()[4:]}
+    # The write's kernel time is attach's, not the pool's or the connection's;
+    # the allocator's user time is _response_left's, not CPyTagged_Add's.
+    assert rows["origin.HttpExchange.attach"] == ["33.3", "33.3", "0.0", "4.00", "origin.HttpExchange.attach"]
+    assert rows["session.MuxSession._response_left"] == ["33.3", "0.0", "33.3", "4.00", "session.MuxSession._response_left"]
+    assert "(no compiled function on the stack: the event loop's own work)" in own
+    inclusive = {line.split()[-1]: line.split()[:2] for line in anywhere.splitlines()[1:]}
+    assert inclusive["origin.OriginPool.start"] == ["33.3", "4.00"]
+    # Its wrapper (CPyPy_) and its body (CPyDef_) are on that stack: one function, counted once.
+    assert inclusive["client.ClientConnection.data_received"] == ["33.3", "4.00"]
+    assert inclusive["origin.OriginConnection.data_received"] == ["33.3", "4.00"]
+    assert summarise_callers("", top=3, cpu_us_per_request=None) == "no samples with call stacks"
+    assert "      -  origin.HttpExchange.attach" in summarise_callers(PERF_SCRIPT, top=3, cpu_us_per_request=None)
