@@ -33,9 +33,13 @@ Stages, per inner request, in microseconds:
   floor of scenario 1 (its own classes, with transports that discard what
   they are given): httptools on the inner requests, the origin request
   heads, httptools on the origin responses, the inner responses joined into
-  one outer chunk.  "core over the bare relay" is muxproxy's core in all
-  less this: what muxproxy's checks and bookkeeping cost inside the core.
-  The rest of scenario 1's "muxproxy's own work" is in the shell.
+  one outer chunk, by the interpreted relay;
+- bare relay, compiled: the same, by the relay compiled by mypyc as
+  muxproxy's build is (bench/floor.py), when it is: the floor scenario 1
+  runs.  "core over the bare relay" is muxproxy's core in all less this
+  (less the interpreted relay on a pure-Python build): what muxproxy's
+  checks and bookkeeping cost inside the core.  The rest of scenario 1's
+  "muxproxy's own work" is in the shell.
 
 The garbage collector runs as it does in muxproxy's server process
 (proxy.cli.tune_gc: start-up objects frozen, a gen-0 threshold of 10,000).
@@ -53,11 +57,13 @@ import argparse
 import asyncio
 import sys
 import time
+from types import ModuleType
 from typing import Callable
 
 import httptools
 import uvloop
 
+from bench.floor import floor_relay
 from bench.servers import baremux
 from proxy.cli import tune_gc
 from proxy.core.forwarding import ClientInfo
@@ -68,6 +74,10 @@ from proxy.core.mux.session import MuxLimits, MuxSession
 from proxy.core.routing import Route, RouteTable, Timeouts
 from proxy.errors import ProxyError
 from proxy.shell.origin import OriginConnection, OriginPool
+
+#: The stage of the bare relay compiled as muxproxy is (bench/floor.py), the
+#: floor scenario 1 runs; timed when muxproxy's build is compiled.
+COMPILED_RELAY = "bare relay, compiled"
 
 #: The response head nginx 1.22 sends for a static file, as bench's origin
 #: serves /100b (field order and spelling as nginx writes them).
@@ -201,9 +211,10 @@ def origin_exchange(batch: int, transport_type: type = _DiscardingOriginTranspor
     return round_
 
 
-def bare_relay(batch: int, client_transport: object | None = None) -> Callable[[], None]:
+def bare_relay(batch: int, client_transport: object | None = None, baremux: ModuleType = baremux) -> Callable[[], None]:
     """One round of the bare relay's protocol work on `batch` inner requests
-    (its outer chunk goes to `client_transport`, by default nowhere)."""
+    (its outer chunk goes to `client_transport`, by default nowhere), by the
+    relay in `baremux`: by default the interpreted one."""
     relay = baremux.Relay(_LaterLoop(), 8080)  # type: ignore[arg-type]
     connections = [baremux.OriginConnection(relay) for _ in range(batch)]
     for connection in connections:
@@ -276,6 +287,9 @@ def measure(batch: int, repeats: int, rounds_per_repeat: int = 50) -> dict[str, 
         ("origin exchange", origin_exchange(batch)),
         ("bare relay", bare_relay(batch)),
     ]
+    relay = floor_relay()
+    if relay.compiled:
+        stages.append((COMPILED_RELAY, bare_relay(batch, baremux=relay.module())))
     best = {name: float("inf") for name, _ in stages}
     for _ in range(repeats):
         spent = dict.fromkeys(best, 0.0)
@@ -298,7 +312,8 @@ def render(figures: dict[str, float], batch: int, repeats: int) -> str:
     ]
     lines += [f"{figures[name]:8.2f}  {name}" for name in figures]
     lines += [f"{core:8.2f}  core in all (dispatch + origin response parsing + answer)"]
-    lines += [f"{core - figures['bare relay']:8.2f}  core over the bare relay (core in all - bare relay)"]
+    reference = COMPILED_RELAY if COMPILED_RELAY in figures else "bare relay"
+    lines += [f"{core - figures[reference]:8.2f}  core over the bare relay (core in all - {reference})"]
     shell = figures["origin exchange"] - figures["origin response parsing"]
     lines += [f"{shell:8.2f}  the shell's origin side (origin exchange - origin response parsing)"]
     return "\n".join(lines)
