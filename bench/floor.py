@@ -69,7 +69,6 @@ class Floor:
             return [sys.executable, "-m", "bench.servers.baremux", *options]
         return [sys.executable, "-c", _LAUNCH, str(self.directory), *options]
 
-
     def module(self) -> ModuleType:
         """The relay's module, for timing it in-process (bench/micro.py)."""
         if self.directory is None:
@@ -107,10 +106,13 @@ def build_compiled(cache: Path = CACHE) -> Path:
     directory = cache / key
     if any(directory.glob(f"{MODULE}.*.so")):
         return directory
-    cache.mkdir(parents=True, exist_ok=True)
-    # Built aside and renamed into place, so that an interrupted build is
-    # never taken for a finished one.
-    work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        # Built aside and renamed into place, so that an interrupted build
+        # is never taken for a finished one.
+        work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache))
+    except OSError as error:
+        raise RuntimeError(f"cannot build in {cache}: {error}") from error
     try:
         shutil.copyfile(SOURCE, work / f"{MODULE}.py")
         done = subprocess.run(
@@ -139,6 +141,8 @@ def build_compiled(cache: Path = CACHE) -> Path:
         return directory
     except subprocess.TimeoutExpired as error:
         raise RuntimeError(f"mypyc took over {BUILD_TIMEOUT:.0f} s") from error
+    except OSError as error:  # a read-only or full disk, say
+        raise RuntimeError(f"cannot build in {cache}: {error}") from error
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

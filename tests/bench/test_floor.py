@@ -88,3 +88,11 @@ def test_a_pure_python_muxproxy_gets_the_interpreted_relay(monkeypatch):
     monkeypatch.setattr(floor_module, "build_compiled", lambda: pytest.fail("compiled for a pure-Python build"))
     relay = floor_relay.__wrapped__()
     assert not relay.compiled and relay.module() is baremux
+
+
+def test_a_cache_that_cannot_be_written_is_a_build_failure(tmp_path):
+    # A file where the cache directory should be: the build cannot start.
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a directory")
+    with pytest.raises(RuntimeError, match="cannot build in"):
+        build_compiled(blocked / "inner")
