@@ -211,16 +211,18 @@ def origin_exchange(batch: int, transport_type: type = _DiscardingOriginTranspor
     return round_
 
 
-def bare_relay(batch: int, client_transport: object | None = None, baremux: ModuleType = baremux) -> Callable[[], None]:
+def bare_relay(
+    batch: int, client_transport: object | None = None, relay_module: ModuleType = baremux
+) -> Callable[[], None]:
     """One round of the bare relay's protocol work on `batch` inner requests
     (its outer chunk goes to `client_transport`, by default nowhere), by the
-    relay in `baremux`: by default the interpreted one."""
-    relay = baremux.Relay(_LaterLoop(), 8080)  # type: ignore[arg-type]
-    connections = [baremux.OriginConnection(relay) for _ in range(batch)]
+    relay in `relay_module`: by default the interpreted one."""
+    relay = relay_module.Relay(_LaterLoop(), 8080)
+    connections = [relay_module.OriginConnection(relay) for _ in range(batch)]
     for connection in connections:
         connection.transport = _DiscardingTransport()  # type: ignore[assignment]
     relay.idle[:] = connections
-    stream = baremux.ClientStream(relay)
+    stream = relay_module.ClientStream(relay)
     stream.transport = client_transport or _DiscardingTransport()  # type: ignore[assignment]
     requests = inner_requests(batch)
 
@@ -289,7 +291,7 @@ def measure(batch: int, repeats: int, rounds_per_repeat: int = 50) -> dict[str, 
     ]
     relay = floor_relay()
     if relay.compiled:
-        stages.append((COMPILED_RELAY, bare_relay(batch, baremux=relay.module())))
+        stages.append((COMPILED_RELAY, bare_relay(batch, relay_module=relay.module())))
     best = {name: float("inf") for name, _ in stages}
     for _ in range(repeats):
         spent = dict.fromkeys(best, 0.0)

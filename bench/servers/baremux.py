@@ -19,9 +19,9 @@ face anything else.  Its CPU per request is therefore what this design
 costs in CPython with uvloop and httptools on this machine: the floor under
 muxproxy's figure, measured in the same run.  Beside muxproxy's compiled
 build it runs compiled by mypyc too (bench/floor.py builds this unchanged
-source), so it is written to type-check as muxproxy's compiled modules do.  The gap between the two is
-what muxproxy's own work costs; the gap between the floor and the C proxies
-is the interpreter's.
+source), so it is written to type-check as muxproxy's compiled modules do.
+The gap between the two is what muxproxy's own work costs; the gap between
+the floor and the C proxies is the Python runtime's.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_compiled_and_interpreted_relays_write_the_same_bytes(compiled):
             def write(self, data: bytes) -> None:
                 written.append(data)
 
-        round_ = bare_relay(3, Recording(), baremux=module)
+        round_ = bare_relay(3, Recording(), relay_module=module)
         round_()
         round_()
         outputs.append(written)

@@ -85,3 +85,21 @@ def test_command_line(capsys, monkeypatch):
     assert out.startswith("sans-IO core and the shell's origin side, 3 inner requests per batch, best of 1 repeats")
     assert "origin response parsing" in out and "core in all" in out and "core over the bare relay" in out
     assert "the shell's origin side (origin exchange - origin response parsing)" in out
+
+
+def test_the_bare_relay_stage_uses_only_the_relay_module_it_is_given():
+    # The compiled stage must time the compiled relay's classes, every one.
+    import types
+
+    from bench.servers import baremux
+
+    made = []
+
+    def recorded(cls):
+        return type(cls.__name__, (cls,), {"__init__": lambda self, *a: (made.append(cls.__name__), cls.__init__(self, *a))[1]})
+
+    module = types.ModuleType("recorded_relay")
+    for name in ("Relay", "OriginConnection", "ClientStream"):
+        setattr(module, name, recorded(getattr(baremux, name)))
+    bare_relay(2, relay_module=module)()
+    assert sorted(set(made)) == ["ClientStream", "OriginConnection", "Relay"]
