@@ -2,10 +2,10 @@
 
 Scenario 1 quotes its CPU per request as the floor under muxproxy's: the
 figure means something only if it does the same work on the benchmark's
-path.  Here it runs as the benchmark runs it (a subprocess; interpreted, and
-compiled by mypyc as the benchmark runs it beside muxproxy's compiled
-build), in front of a scripted origin, and a mux client checks what comes back with the test
-suite's own application/http reader: every inner response whole, tagged,
+path.  Here it runs as the benchmark runs it, a subprocess, both
+interpreted and compiled by mypyc (as the benchmark runs it beside
+muxproxy's compiled build), in front of a scripted origin, and a mux client
+checks what comes back with the test suite's own application/http reader: every inner response whole, tagged,
 with the origin's status and body, de-chunked bodies re-framed, and the
 origin connection kept alive between exchanges.
 """
@@ -18,27 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from bench.floor import Floor, floor_relay
+from bench.floor import Floor
 from tests.support.faulty import ScriptedOrigin, big_body
 from tests.support.harness import MuxClient, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _interpreted() -> Floor:
-    return Floor(False, None, "interpreted")
-
-
-def _compiled() -> Floor:
-    relay = floor_relay()
-    if not relay.compiled:
-        pytest.skip(f"the bare relay is not compiled here: {relay.description}")
-    return relay
-
-
-@pytest.fixture(params=[_interpreted, _compiled], ids=["interpreted", "compiled"])
+@pytest.fixture(params=["interpreted", "compiled"])
 def relay(request):
-    floor: Floor = request.param()
+    if request.param == "compiled":
+        floor: Floor = request.getfixturevalue("compiled_floor")
+    else:
+        floor = Floor(False, None, "interpreted")
     with ScriptedOrigin() as origin:
         port = free_port()
         process = subprocess.Popen(floor.argv(port, origin.port), cwd=REPO)

@@ -12,37 +12,28 @@ leaves nothing behind that could be taken for a build.
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
 import proxy
 from bench import floor as floor_module
-from bench.floor import Floor, build_compiled, floor_relay
+from bench.floor import build_compiled, floor_relay
 from bench.micro import bare_relay
 from bench.servers import baremux
 
 
-@pytest.fixture
-def compiled() -> Floor:
-    relay = floor_relay()
-    if not relay.compiled:
-        pytest.skip(f"the bare relay is not compiled here: {relay.description}")
-    return relay
-
-
-def test_the_compiled_relay_is_an_extension_module_alone_in_its_directory(compiled):
-    assert compiled.directory is not None
-    files = sorted(path.name for path in compiled.directory.iterdir())
+def test_the_compiled_relay_is_an_extension_module_alone_in_its_directory(compiled_floor):
+    assert compiled_floor.directory is not None
+    files = sorted(path.name for path in compiled_floor.directory.iterdir())
     assert len(files) == 1 and files[0].startswith("baremux.") and files[0].endswith(".so")
-    assert compiled.module().__file__.endswith(".so")
-    assert compiled.argv(1, 2)[-4:] == ["--port", "1", "--origin-port", "2"]
-    assert str(compiled.directory) in compiled.argv(1, 2)
+    assert compiled_floor.module().__file__.endswith(".so")
+    assert compiled_floor.argv(1, 2)[-4:] == ["--port", "1", "--origin-port", "2"]
+    assert str(compiled_floor.directory) in compiled_floor.argv(1, 2)
 
 
-def test_compiled_and_interpreted_relays_write_the_same_bytes(compiled):
+def test_compiled_and_interpreted_relays_write_the_same_bytes(compiled_floor):
     outputs = []
-    for module in (baremux, compiled.module()):
+    for module in (baremux, compiled_floor.module()):
         written: list[bytes] = []
 
         class Recording:
@@ -56,12 +47,12 @@ def test_compiled_and_interpreted_relays_write_the_same_bytes(compiled):
     assert outputs[0] == outputs[1] and len(outputs[0]) == 2
 
 
-def test_a_finished_build_is_reused(compiled, monkeypatch):
+def test_a_finished_build_is_reused(compiled_floor, monkeypatch):
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt a relay that was already built")
 
     monkeypatch.setattr(subprocess, "run", no_build)
-    assert build_compiled() == compiled.directory
+    assert build_compiled() == compiled_floor.directory
 
 
 def test_a_failed_build_says_why_and_leaves_nothing(tmp_path, monkeypatch):
@@ -75,7 +66,10 @@ def test_a_failed_build_says_why_and_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_a_failed_build_falls_back_to_the_interpreted_relay_and_says_so(monkeypatch):
-    monkeypatch.setattr(floor_module, "build_compiled", lambda: (_ for _ in ()).throw(RuntimeError("no gcc")))
+    def no_compiler() -> None:
+        raise RuntimeError("no gcc")
+
+    monkeypatch.setattr(floor_module, "build_compiled", no_compiler)
     monkeypatch.setattr(proxy, "build", lambda: "compiled")
     relay = floor_relay.__wrapped__()
     assert not relay.compiled and relay.directory is None

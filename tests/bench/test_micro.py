@@ -96,7 +96,13 @@ def test_the_bare_relay_stage_uses_only_the_relay_module_it_is_given():
     made = []
 
     def recorded(cls):
-        return type(cls.__name__, (cls,), {"__init__": lambda self, *a: (made.append(cls.__name__), cls.__init__(self, *a))[1]})
+        """A subclass of `cls` that notes each instance made."""
+
+        def __init__(self, *args):
+            made.append(cls.__name__)
+            cls.__init__(self, *args)
+
+        return type(cls.__name__, (cls,), {"__init__": __init__})
 
     module = types.ModuleType("recorded_relay")
     for name in ("Relay", "OriginConnection", "ClientStream"):
