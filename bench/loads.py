@@ -24,6 +24,7 @@ import re
 import sys
 from pathlib import Path
 
+from bench.compiled import mux_client
 from bench.prerequisites import program
 from bench.procs import run_load
 from bench.stats import percentile
@@ -153,7 +154,8 @@ class Loads:
             args += ["--outer-header", header]
         for header in inner_headers:
             args += ["--inner-header", header]
-        return self._python("bench.clients.muxload", args, duration or 30.0)
+        # Compiled when it can be (bench/compiled.py): it shares the load core with the origin.
+        return json.loads(self._run("bench.clients.muxload", mux_client().argv(*args), duration or 30.0))
 
     def h1rate(self, port: int, path: str, *, rate: float, duration: float) -> dict:
         args = ["--port", str(port), "--path", path, "--rate", str(rate), "--duration", str(duration)]

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.floor import floor_relay
+from bench.compiled import floor_relay, mux_client
 from bench.prerequisites import program
 
 
@@ -154,6 +154,7 @@ def versions() -> dict[str, str]:
         "Python": sys.version.split()[0],
         "muxproxy": f"{proxy.__version__} (this repository, {proxy.build()} build)",
         "bare relay (the floor)": floor_relay().description,
+        "mux load client": mux_client().description,
         "nginx": _version([program("nginx"), "-v"], r"nginx/(\S+)"),
         "HAProxy": _version([program("haproxy"), "-v"], r"version (\S+)"),
         "nghttpx": _version([program("nghttpx"), "--version"], r"nghttp2/(\S+)"),

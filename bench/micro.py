@@ -35,7 +35,7 @@ Stages, per inner request, in microseconds:
   heads, httptools on the origin responses, the inner responses joined into
   one outer chunk, by the interpreted relay;
 - bare relay, compiled: the same, by the relay compiled by mypyc as
-  muxproxy's build is (bench/floor.py), when it is: the floor scenario 1
+  muxproxy's build is (bench/compiled.py), when it is: the floor scenario 1
   runs.  "core over the bare relay" is muxproxy's core in all less this
   (less the interpreted relay on a pure-Python build): what muxproxy's
   checks and bookkeeping cost inside the core.  The rest of scenario 1's
@@ -63,7 +63,7 @@ from typing import Callable
 import httptools
 import uvloop
 
-from bench.floor import floor_relay
+from bench.compiled import floor_relay
 from bench.servers import baremux
 from proxy.cli import tune_gc
 from proxy.core.forwarding import ClientInfo
@@ -75,7 +75,7 @@ from proxy.core.routing import Route, RouteTable, Timeouts
 from proxy.errors import ProxyError
 from proxy.shell.origin import OriginConnection, OriginPool
 
-#: The stage of the bare relay compiled as muxproxy is (bench/floor.py), the
+#: The stage of the bare relay compiled as muxproxy is (bench/compiled.py), the
 #: floor scenario 1 runs; timed when muxproxy's build is compiled.
 COMPILED_RELAY = "bare relay, compiled"
 

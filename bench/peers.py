@@ -21,7 +21,7 @@ from pathlib import Path
 from string import Template
 from typing import Iterator
 
-from bench.floor import floor_relay
+from bench.compiled import floor_relay
 from bench.prerequisites import program
 from bench.procs import START_TIMEOUT, Process, ProcessFailed, free_port
 
@@ -153,10 +153,10 @@ class NullMux(Server):
 
 class BareMux(Front):
     """bench/servers/baremux.py: the mux design's floor, in front of `origin_port`,
-    compiled when muxproxy's build is (bench/floor.py)."""
+    compiled when muxproxy's build is (bench/compiled.py)."""
 
     def argv(self) -> list[str]:
-        return floor_relay().argv(self.port, self.origin_port)
+        return floor_relay().argv("--port", str(self.port), "--origin-port", str(self.origin_port))
 
 
 class SlowOrigin(Server):

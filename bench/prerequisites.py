@@ -53,8 +53,10 @@ REQUIREMENTS = (
     Requirement("httptools", "httptools", "HTTP parser of the Python load clients", is_python=True),
     Requirement("matplotlib", "matplotlib", "the plots", is_python=True),
     # muxproxy's compiled build needed both to install; the benchmark needs
-    # them again to build its floor the same way (bench/floor.py).
-    Requirement("mypyc", "mypy", "compiles the bare relay (the floor) as muxproxy is compiled", is_python=True),
+    # them again to build the floor and the mux load client the same way
+    # (bench/compiled.py).
+    Requirement("mypyc", "mypy", "compiles the bare relay (the floor) and the mux load client as muxproxy is compiled",
+                is_python=True),
     Requirement("gcc", "gcc", "the C compiler mypyc uses"),
 )
 

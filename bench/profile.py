@@ -67,6 +67,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.compiled import mux_client
 from bench.machine import Placement
 from bench.peers import MuxProxy, NginxOrigin
 from bench.procs import Process, cpu_times, pinned
@@ -295,8 +296,8 @@ def main() -> int:
         served_process = Process("muxproxy", argv, core=place.server_core, log_path=run_dir / "muxproxy.log")
         served_process.start(proxy.port)
         started.append(served_process)
-        load = [sys.executable, "-m", "bench.clients.muxload", "--port", str(proxy.port), "--path", args.path,
-                "--connections", str(args.connections), "--in-flight", str(args.in_flight)]
+        load = mux_client().argv("--port", str(proxy.port), "--path", args.path,
+                                 "--connections", str(args.connections), "--in-flight", str(args.in_flight))
         subprocess.run(pinned(load + ["--duration", str(WARMUP_S)], place.load_core), check=True, stdout=subprocess.DEVNULL)
         tree = served_process.pids()
         served = tree[1:] if tool == "py-spy" else tree  # muxproxy, without py-spy

@@ -18,7 +18,7 @@ It trusts the load client and the nginx origin completely and must never
 face anything else.  Its CPU per request is therefore what this design
 costs in CPython with uvloop and httptools on this machine: the floor under
 muxproxy's figure, measured in the same run.  Beside muxproxy's compiled
-build it runs compiled by mypyc too (bench/floor.py builds this unchanged
+build it runs compiled by mypyc too (bench/compiled.py builds this unchanged
 source), so it is written to type-check as muxproxy's compiled modules do.
 The gap between the two is what muxproxy's own work costs; the gap between
 the floor and the C proxies is the Python runtime's.
@@ -227,7 +227,7 @@ async def serve(port: int, origin_port: int) -> None:
 
 
 def main() -> None:
-    # Not __doc__: compiled by mypyc (bench/floor.py), the module has none.
+    # Not __doc__: compiled by mypyc (bench/compiled.py), the module has none.
     parser = argparse.ArgumentParser(description="The bare mux relay: the design's floor, for scenario 1.")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--origin-port", type=int, required=True)

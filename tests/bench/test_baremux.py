@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.floor import Floor
+from bench.compiled import RELAY, Build
 from tests.support.faulty import ScriptedOrigin, big_body
 from tests.support.harness import MuxClient, free_port, wait_for_port
 
@@ -28,12 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(params=["interpreted", "compiled"])
 def relay(request):
     if request.param == "compiled":
-        floor: Floor = request.getfixturevalue("compiled_floor")
+        floor: Build = request.getfixturevalue("compiled_floor")
     else:
-        floor = Floor(False, None, "interpreted")
+        floor = Build(RELAY, None, "interpreted")
     with ScriptedOrigin() as origin:
         port = free_port()
-        process = subprocess.Popen(floor.argv(port, origin.port), cwd=REPO)
+        process = subprocess.Popen(floor.argv("--port", str(port), "--origin-port", str(origin.port)), cwd=REPO)
         try:
             wait_for_port(port)
             yield port, origin

@@ -45,6 +45,9 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
     assert len(results) == 1, f"expected one results file in {tmp_path}, found {results}"
     text = results[0].read_text()
     assert "## Targets" in text
+    # The header says how the floor and the mux load client were built (bench/compiled.py).
+    assert re.search(r"^\| bare relay \(the floor\) \| (compiled|interpreted)", text, re.M)
+    assert re.search(r"^\| mux load client \| (compiled|interpreted)", text, re.M)
     for number, table_head in SCENARIO_TABLES.items():
         assert f"## Scenario {number}:" in text, f"scenario {number} missing from the results"
         assert table_head in text, f"scenario {number}'s table missing from the results"

@@ -1,7 +1,7 @@
 """bench/micro.py: the socket-free timing of the sans-IO core runs and says what it timed."""
 
 from bench import micro
-from bench.floor import floor_relay
+from bench.compiled import floor_relay
 from bench.micro import COMPILED_RELAY, ORIGIN_RESPONSE, bare_relay, inner_requests, main, measure, origin_exchange
 from proxy.core.http1.messages import Body, EndOfMessage, RequestHead, ResponseHead
 from proxy.core.http1.request_parser import RequestParser

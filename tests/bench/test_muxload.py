@@ -2,14 +2,20 @@
 
 The client is the benchmark's measuring instrument: it must match every
 inner response to its request, count what it cannot match as an error, and
-time a response by the read that completed it.
+time a response by the read that completed it.  The benchmark runs it
+compiled by mypyc (bench/compiled.py), so every test runs against both
+builds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
+from types import ModuleType
 
-from bench.clients import muxload
+import pytest
+
+from bench.clients import muxload as interpreted_muxload
 
 OUTER_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/http\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -37,7 +43,14 @@ class RecordingTransport:
         pass
 
 
-async def fed_stream(*reads: bytes, in_flight: int = 3) -> tuple[muxload.Run, muxload.MuxStream, RecordingTransport]:
+@pytest.fixture(params=["interpreted", "compiled"])
+def muxload(request) -> ModuleType:
+    if request.param == "compiled":
+        return request.getfixturevalue("compiled_client").module()
+    return interpreted_muxload
+
+
+async def fed_stream(muxload: ModuleType, *reads: bytes, in_flight: int = 3):
     args = muxload.parse_args(["--port", "1", "--requests", str(in_flight), "--in-flight", str(in_flight)])
     run = muxload.Run(args)
     stream = muxload.MuxStream(run, b"")
@@ -49,12 +62,12 @@ async def fed_stream(*reads: bytes, in_flight: int = 3) -> tuple[muxload.Run, mu
     return run, stream, transport
 
 
-def test_responses_in_one_read_are_matched_by_id_and_timed_by_that_read() -> None:
+def test_responses_in_one_read_are_matched_by_id_and_timed_by_that_read(muxload) -> None:
     # Answered out of order, in one read, the id's field name in another case.
     read = OUTER_HEAD + chunk(inner_response(b"2") + inner_response(b"0") + inner_response(b"1"))
 
     async def scenario() -> None:
-        run, stream, transport = await fed_stream(read)
+        run, stream, transport = await fed_stream(muxload, read)
         assert run.errors == 0
         assert len(run.latencies) == 3 and not stream.sent
         # One clock reading for the read: all three ended when it arrived.
@@ -67,27 +80,43 @@ def test_responses_in_one_read_are_matched_by_id_and_timed_by_that_read() -> Non
     asyncio.run(scenario())
 
 
-def test_a_response_split_over_reads_ends_with_the_read_that_completes_it() -> None:
+def test_a_response_split_over_reads_ends_with_the_read_that_completes_it(muxload) -> None:
     first, second = inner_response(b"0"), inner_response(b"1")
     half = len(second) // 2
     reads = [OUTER_HEAD + chunk(first + second[:half]), chunk(second[half:])]
 
     async def scenario() -> None:
-        run, stream, _ = await fed_stream(*reads, in_flight=2)
+        run, stream, _ = await fed_stream(muxload, *reads, in_flight=2)
         assert run.errors == 0 and len(run.latencies) == 2
         assert run.latencies[1] > run.latencies[0]  # the second read came later
 
     asyncio.run(scenario())
 
 
-def test_unmatched_ids_and_error_statuses_count_as_errors() -> None:
+def test_unmatched_ids_and_error_statuses_count_as_errors(muxload) -> None:
     read = OUTER_HEAD + chunk(inner_response(b"0") + inner_response(b"7") + inner_response(b"1", status=502))
 
     async def scenario() -> None:
-        run, stream, _ = await fed_stream(read)
+        run, stream, _ = await fed_stream(muxload, read)
         assert len(run.latencies) == 2  # "7" was never sent
         assert run.errors == 2  # the unknown id and the 502
         assert run.statuses == {200: 2, 502: 1}
         assert list(stream.sent) == [b"2"]
+
+    asyncio.run(scenario())
+
+
+def test_a_gzip_coded_stream_is_inflated_before_the_inner_responses_are_read(muxload) -> None:
+    # Scenario 4's gzip-coded stream: the outer body is one gzip member, cut
+    # anywhere across the outer chunks.
+    head = OUTER_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+    coder = zlib.compressobj(wbits=31)
+    coded = coder.compress(inner_response(b"0") + inner_response(b"1")) + coder.flush()
+    reads = [head + chunk(coded[:7]), chunk(coded[7:])]
+
+    async def scenario() -> None:
+        run, stream, _ = await fed_stream(muxload, *reads, in_flight=2)
+        assert run.errors == 0 and len(run.latencies) == 2 and not stream.sent
+        assert run.statuses == {200: 2}
 
     asyncio.run(scenario())
