@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"smoke-{started:%Y-%m-%d-%H%M%S}" if settings.smoke else results_stem(out_dir, started)
     run_dir = Path(tempfile.mkdtemp(prefix="muxproxy-bench-"))
     ctx = Context(settings, placement, run_dir, Loads(run_dir, placement.load_core, REPO))
+    # Before any measurement and before the noise count: the header's facts
+    # build the compiled floor and mux load client (bench/compiled.py), some
+    # seconds of compiling the first time.
     facts = machine.facts()
     noise = machine.Noise.start()
     log(f"{'smoke' if settings.smoke else 'full'} run, scenarios {args.scenarios}, {settings.rounds} round(s); {placement.describe()}")

@@ -184,7 +184,7 @@ def build_compiled(program: Program, cache: Path = CACHE) -> Path:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _compiled_or_interpreted(program: Program, what: str) -> Build:
+def _compiled_or_interpreted(program: Program, what: str, compiled_note: str = "") -> Build:
     try:
         directory = build_compiled(program)
     except RuntimeError as error:
@@ -192,7 +192,8 @@ def _compiled_or_interpreted(program: Program, what: str) -> Build:
         return Build(program, None, f"interpreted: compiling it failed: {error}")
     import mypy.version
 
-    return Build(program, directory, f"compiled by mypyc {mypy.version.__version__} (opt level {OPT_LEVEL})")
+    compiler = f"mypyc {mypy.version.__version__} (opt level {OPT_LEVEL})"
+    return Build(program, directory, f"compiled by {compiler}{compiled_note}")
 
 
 @functools.cache
@@ -202,8 +203,7 @@ def floor_relay() -> Build:
 
     if proxy.build() != "compiled":
         return Build(RELAY, None, "interpreted, as muxproxy's pure-Python build is")
-    build = _compiled_or_interpreted(RELAY, "the bare relay")
-    return Build(RELAY, build.directory, build.description + (", as muxproxy is" if build.compiled else ""))
+    return _compiled_or_interpreted(RELAY, "the bare relay", ", as muxproxy is")
 
 
 @functools.cache

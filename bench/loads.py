@@ -129,8 +129,9 @@ class Loads:
         argv.append(f"http://127.0.0.1:{port}{path}")
         return parse_h2load(self._run("h2load", argv, duration or 30.0), log_file)
 
-    def _python(self, module: str, args: list[str], budget: float) -> dict:
-        return json.loads(self._run(module, [sys.executable, "-m", module, *args], budget))
+    def _json(self, name: str, argv: list[str], budget: float) -> dict:
+        """Run one of the Python load clients, which print their result as JSON."""
+        return json.loads(self._run(name, argv, budget))
 
     def muxload(
         self,
@@ -155,8 +156,8 @@ class Loads:
         for header in inner_headers:
             args += ["--inner-header", header]
         # Compiled when it can be (bench/compiled.py): it shares the load core with the origin.
-        return json.loads(self._run("bench.clients.muxload", mux_client().argv(*args), duration or 30.0))
+        return self._json("bench.clients.muxload", mux_client().argv(*args), duration or 30.0)
 
     def h1rate(self, port: int, path: str, *, rate: float, duration: float) -> dict:
         args = ["--port", str(port), "--path", path, "--rate", str(rate), "--duration", str(duration)]
-        return self._python("bench.clients.h1rate", args, duration)
+        return self._json("bench.clients.h1rate", [sys.executable, "-m", "bench.clients.h1rate", *args], duration)

@@ -106,7 +106,8 @@ def test_a_failed_build_falls_back_to_the_interpreted_program_and_says_so(monkey
 
     monkeypatch.setattr(compiled, "build_compiled", no_compiler)
     monkeypatch.setattr(proxy, "build", lambda: "compiled")
-    for build, module in ((floor_relay.__wrapped__(), "bench.servers.baremux"), (mux_client.__wrapped__(), "bench.clients.muxload")):
+    builds = ((floor_relay.__wrapped__(), "bench.servers.baremux"), (mux_client.__wrapped__(), "bench.clients.muxload"))
+    for build, module in builds:
         assert not build.compiled and build.directory is None
         assert "no gcc" in build.description
         assert build.argv("--port", "1") == [sys.executable, "-m", module, "--port", "1"]
