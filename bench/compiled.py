@@ -64,10 +64,15 @@ class Program:
 
     @property
     def source(self) -> Path:
-        return REPO / Path(*self.package_module.split(".")).with_suffix(".py")
+        return _module_path(self.package_module)
 
     def sources(self) -> list[Path]:
-        return [self.source, *(REPO / Path(*name.split(".")).with_suffix(".py") for name in self.imports)]
+        return [self.source, *map(_module_path, self.imports)]
+
+
+def _module_path(dotted: str) -> Path:
+    """The file of one of this repository's modules, from its dotted name."""
+    return REPO / Path(*dotted.split(".")).with_suffix(".py")
 
 
 RELAY = Program("baremux", "bench.servers.baremux")

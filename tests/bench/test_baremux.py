@@ -5,9 +5,10 @@ figure means something only if it does the same work on the benchmark's
 path.  Here it runs as the benchmark runs it, a subprocess, both
 interpreted and compiled by mypyc (as the benchmark runs it beside
 muxproxy's compiled build), in front of a scripted origin, and a mux client
-checks what comes back with the test suite's own application/http reader: every inner response whole, tagged,
-with the origin's status and body, de-chunked bodies re-framed, and the
-origin connection kept alive between exchanges.
+checks what comes back with the test suite's own application/http reader:
+every inner response whole, tagged, with the origin's status and body,
+de-chunked bodies re-framed, and the origin connection kept alive between
+exchanges.
 """
 
 from __future__ import annotations
