@@ -5,6 +5,7 @@
     python -m bench.profile --profiler perf --call-graph   # and charged to muxproxy's functions
     python -m bench.profile --profiler none    # CPU and req/s only, for A/B runs
     python -m bench.profile --in-flight 10 --path /10k --seconds 20
+    python -m bench.profile --plain 100 --profiler perf   # the plain HTTP/1.1 proxy under wrk -c100
 
 Strategy: the same servers as `python -m bench` (the benchmark's nginx
 origin and muxproxy config, bench/configs/), pinned the same way.  The mux
@@ -12,6 +13,9 @@ load client warms the pool for 3 s, then runs for --seconds while the
 profiler samples muxproxy; then the profile is summarised.  Before it this
 prints muxproxy's CPU time per inner request from /proc, split into user
 space (the interpreter and the C extensions) and kernel (system calls).
+With --plain N, wrk drives muxproxy's plain HTTP/1.1 proxy over N
+connections instead (scenario 1's "muxproxy (plain HTTP/1.1 proxy)" row),
+and the figures are per request.
 
 --profiler py-spy (the default; `pip install py-spy`) starts muxproxy under
 `py-spy record` (250 Hz, raw stacks) and prints the share of samples per
@@ -68,6 +72,7 @@ import time
 from pathlib import Path
 
 from bench.compiled import mux_client
+from bench.loads import parse_wrk
 from bench.machine import Placement
 from bench.peers import MuxProxy, NginxOrigin
 from bench.procs import Process, cpu_times, pinned
@@ -112,13 +117,14 @@ def summarise(raw: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-def cpu_line(user_s: float, kernel_s: float, requests: int, profiled: bool = True) -> str:
-    """muxproxy's CPU per inner request, split into user space and kernel."""
+def cpu_line(user_s: float, kernel_s: float, requests: int, profiled: bool = True,
+             unit: str = "inner request") -> str:
+    """muxproxy's CPU per (inner) request, split into user space and kernel."""
     if not requests:
-        return "CPU per inner request: no requests completed"
+        return f"CPU per {unit}: no requests completed"
     user, kernel = user_s / requests * 1e6, kernel_s / requests * 1e6
     label = " (under the profiler)" if profiled else ""
-    return (f"CPU per inner request{label}: {user + kernel:.1f} µs = "
+    return (f"CPU per {unit}{label}: {user + kernel:.1f} µs = "
             f"{user:.1f} user space + {kernel:.1f} kernel")
 
 
@@ -256,12 +262,27 @@ def summarise_callers(script_text: str, top: int, cpu_us_per_request: float | No
     return "\n".join(lines)
 
 
+def load_command(args: argparse.Namespace, port: int):
+    """duration in seconds -> the load's command line: the mux load client,
+    or wrk against the plain proxy with --plain."""
+    if args.plain:
+        url = f"http://127.0.0.1:{port}{args.path}"
+        # wrk takes whole seconds; one thread, as in the benchmark (bench/loads.py).
+        return lambda seconds: [shutil.which("wrk") or "wrk", "-t1", f"-c{args.plain}",
+                                f"-d{max(1, round(seconds))}s", url]
+    client = mux_client().argv("--port", str(port), "--path", args.path,
+                               "--connections", str(args.connections), "--in-flight", str(args.in_flight))
+    return lambda seconds: client + ["--duration", str(seconds)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="measured load, after a 3 s warm-up")
     parser.add_argument("--connections", type=int, default=1, help="outer connections (C)")
     parser.add_argument("--in-flight", type=int, default=100, help="inner requests in flight each (K)")
     parser.add_argument("--path", default="/100b", help="origin file: /100b or /10k")
+    parser.add_argument("--plain", type=int, metavar="N", default=0,
+                        help="drive the plain HTTP/1.1 proxy with wrk over N connections instead of the mux stream")
     parser.add_argument("--top", type=int, default=25, help="functions listed per table")
     parser.add_argument("--profiler", choices=("py-spy", "perf", "none"), default="py-spy",
                         help="py-spy (Python frames), perf (C functions: the compiled build) or none")
@@ -296,9 +317,8 @@ def main() -> int:
         served_process = Process("muxproxy", argv, core=place.server_core, log_path=run_dir / "muxproxy.log")
         served_process.start(proxy.port)
         started.append(served_process)
-        load = mux_client().argv("--port", str(proxy.port), "--path", args.path,
-                                 "--connections", str(args.connections), "--in-flight", str(args.in_flight))
-        subprocess.run(pinned(load + ["--duration", str(WARMUP_S)], place.load_core), check=True, stdout=subprocess.DEVNULL)
+        load = load_command(args, proxy.port)
+        subprocess.run(pinned(load(WARMUP_S), place.load_core), check=True, stdout=subprocess.DEVNULL)
         tree = served_process.pids()
         served = tree[1:] if tool == "py-spy" else tree  # muxproxy, without py-spy
         if tool == "perf":
@@ -312,10 +332,10 @@ def main() -> int:
                     stdout=subprocess.DEVNULL, stderr=perf_log)
             time.sleep(0.5)  # perf attaches before the load starts
         user_before, kernel_before = cpu_times(served)
-        result = subprocess.run(pinned(load + ["--duration", str(args.seconds)], place.load_core), check=True,
+        result = subprocess.run(pinned(load(args.seconds), place.load_core), check=True,
                                 capture_output=True, text=True)
         user_after, kernel_after = cpu_times(served)
-        figures = json.loads(result.stdout)
+        figures = parse_wrk(result.stdout) if args.plain else json.loads(result.stdout)
         if recorder is not None:
             recorder.send_signal(signal.SIGINT)  # perf writes perf.data and exits
             recorder.wait(timeout=60)
@@ -334,10 +354,13 @@ def main() -> int:
             recorder.wait()
         for process in reversed(started):
             process.stop()
-    print(f"load: C={args.connections} K={args.in_flight} {args.path}: "
-          f"{figures['rps']:,.0f} inner requests/s over {figures['elapsed_s']:.1f} s, errors {figures['errors']}")
+    load_name = f"wrk -c{args.plain}" if args.plain else f"C={args.connections} K={args.in_flight}"
+    print(f"load: {load_name} {args.path}: "
+          f"{figures['rps']:,.0f} {'' if args.plain else 'inner '}requests/s over {figures['elapsed_s']:.1f} s, "
+          f"errors {figures['errors']}")
     user_s, kernel_s = user_after - user_before, kernel_after - kernel_before
-    print(cpu_line(user_s, kernel_s, figures["requests"], tool is not None))
+    print(cpu_line(user_s, kernel_s, figures["requests"], tool is not None,
+                   unit="request" if args.plain else "inner request"))
     cpu_us_per_request = (user_s + kernel_s) / figures["requests"] * 1e6 if figures["requests"] else None
     if tool == "py-spy":
         print(summarise(raw, args.top))

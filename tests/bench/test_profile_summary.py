@@ -1,5 +1,6 @@
 """bench/profile.py's reading of py-spy's and perf's output (neither tool needed)."""
 
+import argparse
 import os
 
 from bench.procs import cpu_seconds, cpu_times
@@ -8,6 +9,7 @@ from bench.profile import (
     compiled_function_name,
     cpu_line,
     function_name,
+    load_command,
     perf_script_samples,
     summarise,
     summarise_callers,
@@ -41,6 +43,18 @@ def test_cpu_per_request_is_split_into_user_space_and_kernel():
         "CPU per inner request (under the profiler): 40.0 µs = 30.0 user space + 10.0 kernel"
     )
     assert cpu_line(0.3, 0.1, 0) == "CPU per inner request: no requests completed"
+    assert cpu_line(0.3, 0.1, 10_000, False, unit="request") == "CPU per request: 40.0 µs = 30.0 user space + 10.0 kernel"
+
+
+def test_plain_load_is_wrk_against_the_proxy_and_the_default_is_the_mux_client():
+    args = argparse.Namespace(plain=100, path="/10k", connections=1, in_flight=100)
+    wrk = load_command(args, 8123)(7.6)
+    assert wrk[0].endswith("wrk")
+    assert wrk[1:] == ["-t1", "-c100", "-d8s", "http://127.0.0.1:8123/10k"]  # wrk takes whole seconds
+    mux = load_command(argparse.Namespace(plain=0, path="/100b", connections=10, in_flight=10), 8123)(3.0)
+    assert mux[-2:] == ["--duration", "3.0"]
+    for flag, value in (("--port", "8123"), ("--path", "/100b"), ("--connections", "10"), ("--in-flight", "10")):
+        assert mux[mux.index(flag) + 1] == value
 
 
 def test_cpu_times_add_up_to_cpu_seconds():

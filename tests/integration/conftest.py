@@ -23,8 +23,8 @@ from typing import Awaitable, Callable, Iterator
 
 import pytest
 
-from tests.support.harness import ProxyThread
-from tests.support.origins import Http10Origin, NginxOrigin
+from tests.support.harness import ProxyThread, free_port
+from tests.support.origins import DIRECTORY_PAGE, Http10Origin, NginxOrigin
 
 
 # --- proxy configuration text ------------------------------------------------------
@@ -120,6 +120,20 @@ def run_proxy() -> Iterator[Callable[[str], ProxyThread]]:
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxOrigin]:
     with NginxOrigin(tmp_path_factory.mktemp("nginx")) as origin:
         yield origin
+
+
+@pytest.fixture
+def every_kind_of_origin(nginx, run_proxy, proxy_config, tmp_path) -> ProxyThread:
+    """A proxy with each kind of origin: a directory at /files (serving
+    page.txt), one that is down at /gone (502), nginx for the rest."""
+    (tmp_path / "page.txt").write_bytes(DIRECTORY_PAGE)
+    origins = {"nginx": nginx, "files": tmp_path, "gone": f"127.0.0.1:{free_port()}"}
+    routes = [
+        {"path": "/gone", "origin": "gone"},
+        {"path": "/files", "origin": "files", "strip_prefix": True},
+        {"path": "/", "origin": "nginx"},
+    ]
+    return run_proxy(proxy_config(origins, routes))
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,11 @@ ORIGIN_START_TIMEOUT = 10.0
 ORIGIN_STOP_TIMEOUT = 10.0
 
 
+#: What the `every_kind_of_origin` proxy's directory origin serves at
+#: /files/page.txt (tests/integration/conftest.py).
+DIRECTORY_PAGE = b"from the directory origin\n"
+
+
 def deterministic_bytes(size: int, seed: str) -> bytes:
     """`size` bytes that depend only on (size, seed): a SHA-256 counter stream,
     so a shifted, repeated or truncated slice never looks right by accident."""
