@@ -306,11 +306,12 @@ class PlainRequest:
         """The response is over (or abandoned): let go of the exchange.
 
         The exchange holds this request as its sink, so keeping it would leave
-        a reference cycle (with both heads and their lists) that only the
-        garbage collector frees: under load, a collection every ~1,200
-        requests and about 6 % of the CPU (docs/performance.md).  Every caller
-        reaches here once the exchange is done or cancelled, and every later
-        use of `self.exchange` allows None.
+        a reference cycle (with the request head, the outbound request and
+        their lists) that only the garbage collector frees: under load, a
+        collection every ~1,200 requests and about 6 % of the CPU
+        (docs/performance.md, eighth part).  Every caller reaches here once
+        the exchange is done or cancelled, and every later use of
+        `self.exchange` allows None.
         """
         self.exchange = None
 
