@@ -18,29 +18,35 @@ import gc
 from collections import Counter
 
 
+def type_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 class CyclicGarbage:
     """`with CyclicGarbage() as garbage: ...work...; garbage.collect()`."""
 
     def __init__(self) -> None:
         self.found: Counter[str] = Counter()
+        self._debug_before = 0
 
     def __enter__(self) -> "CyclicGarbage":
         gc.collect()  # what earlier tests left is not this work's
         gc.garbage.clear()
-        gc.set_debug(gc.DEBUG_SAVEALL)
+        self._debug_before = gc.get_debug()
+        gc.set_debug(self._debug_before | gc.DEBUG_SAVEALL)
         return self
 
     def collect(self) -> Counter[str]:
         """Collect now; the types (qualified names) of what was kept, counted."""
         gc.collect()
-        self.found = Counter(f"{type(item).__module__}.{type(item).__qualname__}" for item in gc.garbage)
+        self.found = Counter(type_name(type(item)) for item in gc.garbage)
         return self.found
 
     def count(self, *types: type) -> dict[str, int]:
         """How many of each of these types were in cycles (zero counts left out)."""
-        names = {f"{kind.__module__}.{kind.__qualname__}" for kind in types}
+        names = {type_name(kind) for kind in types}
         return {name: number for name, number in self.found.items() if name in names}
 
     def __exit__(self, *exc_info) -> None:
-        gc.set_debug(0)
+        gc.set_debug(self._debug_before)
         gc.garbage.clear()
