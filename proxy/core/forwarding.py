@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from proxy.core.http1.fields import HOP_BY_HOP, http_date, proxy_status
 from proxy.core.http1.messages import FRAMING_LENGTH, FRAMING_NONE, Headers, RequestHead, ResponseHead
-from proxy.core.http1.serialize import reason_phrase, response_head
+from proxy.core.http1.serialize import UNCOPIED_PIECE, reason_phrase, response_head
 from proxy.core.record import Record
 from proxy.core.routing import Timeouts
 from proxy.errors import ProxyError
@@ -288,11 +288,33 @@ def inner_message(head: ResponseHead, request_method: bytes, target: bytes, requ
     with Content-Length) and body, serialised in one join (the hot path of a
     mux stream: one call per inner response)."""
     if head.has_correlation or request_method == b"HEAD" or head.framing == FRAMING_NONE:
-        tags = [(b"Content-Location", target)]
-        if request_id is not None:
-            tags.append((b"Request-Id", request_id))
-        framing = [(b"Content-Length", b"%d" % len(body))] if head.framing != FRAMING_NONE else []
-        return inner_response_head(head, request_method, tags, framing) + (body if head.framing != FRAMING_NONE else b"")
+        return _tagged_inner_head(head, request_method, target, request_id, len(body)) + (
+            body if head.framing != FRAMING_NONE else b""
+        )
+    parts = _inner_head_parts(head, target, request_id, len(body))
+    parts.append(body)
+    return b"".join(parts)
+
+
+def append_inner_message(
+    out: list[bytes], head: ResponseHead, request_method: bytes, target: bytes, request_id: bytes | None, body: bytes
+) -> None:
+    """`inner_message(...)` onto `out`, except that a body of
+    `UNCOPIED_PIECE` bytes or more follows its head as the object it is,
+    not copied into a joined message (serialize.py says why)."""
+    if len(body) < UNCOPIED_PIECE or request_method == b"HEAD" or head.framing == FRAMING_NONE:
+        out.append(inner_message(head, request_method, target, request_id, body))
+        return
+    if head.has_correlation:
+        out.append(_tagged_inner_head(head, request_method, target, request_id, len(body)))
+    else:
+        out.append(b"".join(_inner_head_parts(head, target, request_id, len(body))))
+    out.append(body)
+
+
+def _inner_head_parts(head: ResponseHead, target: bytes, request_id: bytes | None, length: int) -> list[bytes]:
+    """The pieces of the usual inner head for a body of `length` bytes, to be
+    joined: no correlation fields of the origin's to rename, a body."""
     status = head.status
     start = _STATUS_LINE_STARTS.get(status) or b"HTTP/1.1 %d " % status
     parts = [start, head.reason or reason_phrase(status), b"\r\nContent-Location: ", target]
@@ -305,9 +327,20 @@ def inner_message(head: ResponseHead, request_method: bytes, target: bytes, requ
         parts.append(name)
         parts.append(b": ")
         parts.append(value)
-    parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
-    parts.append(body)
-    return b"".join(parts)
+    parts.append(b"\r\nContent-Length: %d\r\n\r\n" % length)
+    return parts
+
+
+def _tagged_inner_head(
+    head: ResponseHead, request_method: bytes, target: bytes, request_id: bytes | None, length: int
+) -> bytes:
+    """The inner head of the rarer cases: the origin sent correlation fields
+    of its own, the request was HEAD, or the response has no body."""
+    tags = [(b"Content-Location", target)]
+    if request_id is not None:
+        tags.append((b"Request-Id", request_id))
+    framing = [(b"Content-Length", b"%d" % length)] if head.framing != FRAMING_NONE else []
+    return inner_response_head(head, request_method, tags, framing)
 
 
 def inner_response_head(head: ResponseHead, request_method: bytes, tags: Headers, framing: Headers) -> bytes:

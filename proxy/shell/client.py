@@ -31,6 +31,7 @@ from typing import Any, Final, TYPE_CHECKING, cast
 from proxy.core.forwarding import ClientInfo, client_info, error_response
 from proxy.core.http1.messages import Body, EndOfMessage, ParseFailed, RequestHead
 from proxy.core.http1.request_parser import RequestParser
+from proxy.core.http1.serialize import coalesce
 from proxy.core.mux.outer import is_mux_target, outer_request_problem
 from proxy.errors import HeadTimeout, ProxyError
 from proxy.shell.flow import HANDLER, ORIGIN, PIPELINE
@@ -291,6 +292,25 @@ class ClientConnection(asyncio.Protocol):
         if data and not self.closing and transport is not None:
             self.server.stats.bytes_sent += len(data)
             transport.write(data)
+
+    def write_pieces(self, pieces: list[bytes]) -> None:
+        """The pieces' bytes, in order, in one system call: small pieces are
+        joined, large ones go to the kernel uncopied, one iovec of a writev
+        each (serialize.coalesce; uvloop's writelines() is that writev)."""
+        transport = self.transport
+        if not pieces or self.closing or transport is None:
+            return
+        pieces = coalesce(pieces)
+        if not pieces:
+            return
+        size = 0
+        for piece in pieces:
+            size += len(piece)
+        self.server.stats.bytes_sent += size
+        if len(pieces) == 1:
+            transport.write(pieces[0])
+        else:
+            transport.writelines(pieces)
 
     def set_reading(self, reason: int, reading: bool) -> None:
         was_paused = self._paused_for

@@ -311,10 +311,13 @@ class MuxStream:
         if self.ended:
             return
         session = self.session
-        data = session.take_output()
-        if data:
-            self.bytes_out += len(data)
-            self.conn.write(self.encoder.encode(data))
+        pieces = session.take_output_pieces()
+        if pieces:
+            size = 0
+            for piece in pieces:
+                size += len(piece)
+            self.bytes_out += size
+            self.conn.write_pieces(self.encoder.encode_pieces(pieces, size))
         if session.commands or session.has_output:
             # Taking the output let the session parse further (it stops at
             # max_in_flight answers not yet taken): run what that produced;
@@ -328,9 +331,14 @@ class MuxStream:
             return
         conn = self.conn
         if not conn.closing:
-            data = self.session.take_output()
-            self.bytes_out += len(data)
-            conn.write(self.encoder.encode(data) + self.encoder.end())
+            pieces = self.session.take_output_pieces()
+            size = 0
+            for piece in pieces:
+                size += len(piece)
+            self.bytes_out += size
+            framed = self.encoder.encode_pieces(pieces, size)
+            framed.append(self.encoder.end())
+            conn.write_pieces(framed)
         self.ended = True
         self._stop()
         conn.server.record(

@@ -22,7 +22,18 @@ from proxy.core.http1.fields import (
     sf_string,
 )
 from proxy.core.http1.messages import FRAMING_CHUNKED, FRAMING_LENGTH
-from proxy.core.http1.serialize import BodyEncoder, chunk, last_chunk, reason_phrase, request_head, response_head
+from proxy.core.http1.serialize import (
+    UNCOPIED_PIECE,
+    BodyEncoder,
+    append_chunk,
+    chunk,
+    chunk_pieces,
+    coalesce,
+    last_chunk,
+    reason_phrase,
+    request_head,
+    response_head,
+)
 from tests.core.feeding import body_of, feed_response, kinds, parse_requests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,6 +197,43 @@ def test_chunk_and_last_chunk_bytes():
     assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
     assert last_chunk() == b"0\r\n\r\n"
     assert last_chunk([(b"A", b"1")]) == b"0\r\nA: 1\r\n\r\n"
+
+
+def test_coalesce_joins_runs_of_small_pieces_and_passes_large_ones_uncopied():
+    large, larger = b"L" * UNCOPIED_PIECE, b"M" * (UNCOPIED_PIECE + 1)
+    pieces = [b"a", b"", b"bc", large, b"d", larger, b"", b"e", b"f" * (UNCOPIED_PIECE - 1)]
+    out = coalesce(pieces)
+    assert b"".join(out) == b"".join(pieces)
+    assert out == [b"abc", large, b"d", larger, b"e" + b"f" * (UNCOPIED_PIECE - 1)]
+    assert out[1] is large and out[3] is larger
+    assert coalesce([b"", b""]) == []
+    assert coalesce([large]) == [large]
+
+
+def test_chunk_pieces_frame_the_pieces_as_one_chunk_rfc9112_7_1():
+    data = [b"x" * 20, b"y" * UNCOPIED_PIECE]
+    framed = chunk_pieces(data, 20 + UNCOPIED_PIECE)
+    assert b"".join(framed) == chunk(b"".join(data))
+    assert framed[2] is data[1]
+    assert chunk_pieces([], 0) == [] and chunk_pieces([b""], 0) == []  # never a last chunk
+
+
+@pytest.mark.parametrize("size", [0, 1, UNCOPIED_PIECE - 1, UNCOPIED_PIECE, 5 * UNCOPIED_PIECE])
+def test_append_chunk_is_chunk_and_leaves_large_data_uncopied(size):
+    data = b"z" * size
+    out = [b"before"]
+    append_chunk(out, data)
+    assert b"".join(out[1:]) == (chunk(data) if size else b"")
+    if size >= UNCOPIED_PIECE:
+        assert out[2] is data
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_encode_pieces_is_encode_of_the_joined_pieces(chunked):
+    encoder = BodyEncoder(chunked=chunked)
+    pieces = [b"ab", b"c" * UNCOPIED_PIECE]
+    assert b"".join(encoder.encode_pieces(pieces, 2 + UNCOPIED_PIECE)) == encoder.encode(b"".join(pieces))
+    assert encoder.encode_pieces([], 0) == []
 
 
 @pytest.mark.parametrize(("status", "reason"), [(200, b"OK"), (404, b"Not Found"), (599, b"Unknown")])

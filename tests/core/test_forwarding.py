@@ -18,10 +18,12 @@ import pytest
 
 from proxy.core.forwarding import (
     ClientInfo,
+    append_inner_message,
     client_response_framing,
     error_body,
     error_response,
     forward_fields,
+    inner_message,
     inner_response_head,
     response_headers,
 )
@@ -34,6 +36,7 @@ from proxy.core.http1.messages import (
     RequestHead,
     ResponseHead,
 )
+from proxy.core.http1.serialize import UNCOPIED_PIECE
 from proxy.errors import NoRoute, OriginConnectTimeout, OriginResponseIncomplete, ProxyError, RequestError
 from tests.core.feeding import feed_response
 
@@ -319,6 +322,36 @@ def test_inner_response_to_head_keeps_the_origin_length():
     head = origin_head(b"HEAD", b"Content-Length: 1234")
     data = inner_response_head(head, b"HEAD", [(b"Content-Location", b"/s/1")], [])
     assert data == b"HTTP/1.1 200 OK\r\nContent-Location: /s/1\r\nContent-Length: 1234\r\n\r\n"
+
+
+@pytest.mark.parametrize("size", [0, 100, UNCOPIED_PIECE - 1, UNCOPIED_PIECE, 3 * UNCOPIED_PIECE])
+@pytest.mark.parametrize(
+    ("method", "fields", "request_id"),
+    [
+        (b"GET", (b"Content-Type: text/plain",), None),
+        (b"GET", (b"Content-Type: text/plain",), b"r-1"),
+        (b"GET", (b"Content-Location: /origin",), b"r-2"),  # the origin's own tag: renamed
+        (b"HEAD", (), None),
+    ],
+    ids=["plain", "request-id", "origin-tags", "head"],
+)
+def test_inner_message_pieces_are_the_inner_message(size, method, fields, request_id):
+    """append_inner_message gives the bytes of inner_message, and from
+    UNCOPIED_PIECE on keeps the body out of the join: the same object."""
+    body = b"b" * size if method != b"HEAD" else b""
+    head = origin_head(method, *fields, b"Content-Length: %d" % size, body=body)
+    whole = inner_message(head, method, b"/s/1", request_id, body)
+    out: list[bytes] = []
+    append_inner_message(out, head, method, b"/s/1", request_id, body)
+    assert b"".join(out) == whole
+    response, received = parse_with_h11(whole, method=method)
+    assert received == body
+    assert field(response, b"content-location") == b"/s/1"  # ours, once
+    assert field(response, b"content-length") == b"%d" % size
+    if len(body) >= UNCOPIED_PIECE:
+        assert len(out) == 2 and out[1] is body
+    else:
+        assert len(out) == 1
 
 
 def test_plain_response_keeps_the_correlation_fields():

@@ -14,6 +14,7 @@ import zlib
 import pytest
 
 from proxy.core.forwarding import ClientInfo
+from proxy.core.http1.serialize import UNCOPIED_PIECE
 from proxy.core.http1.messages import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE, ResponseHead
 from proxy.core.mux.commands import (
     CancelExchange,
@@ -251,6 +252,40 @@ def test_large_response_streams_as_inner_chunked_and_holds_the_stream():
         ("big", b"0123456789ABCDEFmore", True),
         ("small", b"tiny", False),
     ]
+
+
+def test_large_bodies_reach_the_output_pieces_uncopied():
+    """A body of UNCOPIED_PIECE bytes or more is handed to the shell as the
+    object the origin side gave, whole or streamed (the shell writes the
+    pieces with one writev): no copy of it is made on the way."""
+    t = Transcript(max_buffered_response=2 * UNCOPIED_PIECE)
+    t.send(get("/whole", "whole") + get("/small", "small") + get("/streamed", "streamed"))
+    whole = b"w" * UNCOPIED_PIECE
+    head = ResponseHead(200, b"OK", b"1.1", [(b"Content-Length", b"%d" % len(whole))], FRAMING_LENGTH, len(whole), True)
+    t.session.response_complete(1, head, whole)
+    small = ResponseHead(200, b"OK", b"1.1", [(b"Content-Length", b"4")], FRAMING_LENGTH, 4, True)
+    tiny = b"tiny"
+    t.session.response_complete(2, small, tiny)
+    pieces = t.session.take_output_pieces()
+    assert any(piece is whole for piece in pieces)
+    assert not any(piece is tiny for piece in pieces)  # small ones are joined into their message
+
+    chunked = ResponseHead(200, b"OK", b"1.1", [(b"Transfer-Encoding", b"chunked")], FRAMING_CHUNKED, -1, True)
+    first, second = b"1" * (3 * UNCOPIED_PIECE), b"2" * UNCOPIED_PIECE
+    t.session.response_started(3, chunked)
+    t.session.response_data(3, first)  # over max_buffered_response: streamed from here on
+    t.session.response_data(3, second)
+    t.session.response_ended(3)
+    streamed = t.session.take_output_pieces()
+    assert any(piece is first for piece in streamed) and any(piece is second for piece in streamed)
+
+    got = t.reader.feed(b"".join(pieces + streamed))
+    assert [(r.request_id, r.body, r.chunked) for r in got] == [
+        ("whole", whole, False),
+        ("small", b"tiny", False),
+        ("streamed", first + second, True),
+    ]
+    assert t.session.take_output_pieces() == []
 
 
 def test_stream_waiting_response_that_completes_leaves_in_one_piece_still_chunked():

@@ -590,6 +590,22 @@ def test_large_response_is_inner_chunked_and_never_interleaved(nginx, mux_proxy)
     assert table["small-3"].body == nginx.file("10k.bin")
 
 
+def test_many_whole_responses_of_large_and_small_bodies_arrive_intact(nginx, mux_proxy):
+    """Dozens of whole responses in flight at once, bodies over and under the
+    size from which they are written uncopied (one writev of many pieces,
+    serialize.UNCOPIED_PIECE): every byte arrives, in its own response."""
+    names = ["10k.bin", "100b.bin", "10k.bin", "index.html", "100k.bin"] * 12
+    with MuxClient(mux_proxy.port, timeout=TIMEOUT) as client:
+        client.send(b"".join(inner_request("GET", f"/{name}?n={n}", request_id=f"m{n}") for n, name in enumerate(names)))
+        client.end()
+        table = by_request_id(client.receive_until_end(timeout=30))
+    assert set(table) == {f"m{n}" for n in range(len(names))}
+    for n, name in enumerate(names):
+        assert table[f"m{n}"].status == 200
+        assert table[f"m{n}"].body == nginx.file(name), f"m{n}"
+        assert table[f"m{n}"].chunked == (name == "100k.bin"), f"m{n}"  # over max_buffered_response (64 KiB)
+
+
 def test_response_over_max_buffered_is_chunked_at_a_lower_limit(nginx, run_proxy, proxy_config):
     proxy = run_proxy(mux_config(proxy_config, nginx, mux={"max_buffered_response": "4KiB"}))
     with MuxClient(proxy.port, timeout=TIMEOUT) as client:

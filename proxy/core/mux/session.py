@@ -5,7 +5,7 @@ inner request parser, the table of inner streams, the order in which inner
 responses leave, and every backpressure decision.  The I/O shell feeds it
 facts (outer body bytes, origin response events, writability, timer ticks)
 and carries out the commands it queues (`commands.py`); bytes for the client
-are collected with `take_output()`.  Nothing here performs I/O or imports
+are collected with `take_output_pieces()`.  Nothing here performs I/O or imports
 asyncio, so every behaviour is tested byte by byte (tests/core/).
 
 Life of an inner stream (`InnerState`):
@@ -36,6 +36,7 @@ from proxy.core.forwarding import (
     ClientInfo,
     OutboundRequest,
     error_response,
+    append_inner_message,
     forward_fields,
     inner_message,
     inner_response_head,
@@ -51,7 +52,7 @@ from proxy.core.http1.messages import (
     ResponseHead,
 )
 from proxy.core.http1.request_parser import IDEMPOTENT_METHODS, RequestParser, target_path
-from proxy.core.http1.serialize import CRLF, LAST_CHUNK, chunk, last_chunk
+from proxy.core.http1.serialize import CRLF, LAST_CHUNK, append_chunk, chunk, last_chunk
 from proxy.core.mux.commands import (
     PAUSE_READING,
     RESUME_READING,
@@ -362,7 +363,7 @@ class MuxSession:
             return
         state = stream.state
         if state is InnerState.STREAMING:
-            self._out.append(chunk(data))
+            append_chunk(self._out, data)
             stream.body_bytes += len(data)
             if not self._outer_writable:
                 self._pause_origin(stream)
@@ -437,14 +438,13 @@ class MuxSession:
         stream.body_bytes = size
         target = stream.target
         assert target is not None  # a forwarded stream has its target
-        message = inner_message(head, stream.method, target, stream.request_id, body)
         if self._committed is None and not self._ready and self._outer_writable:
-            self._out.append(message)
+            append_inner_message(self._out, head, stream.method, target, stream.request_id, body)
             self._response_left(stream, True)
         else:
             stream.buffered = size
             self._buffered_response_bytes += size
-            self._make_ready(stream, message)
+            self._make_ready(stream, inner_message(head, stream.method, target, stream.request_id, body))
             self._emit()
         if not self._reading:
             self._update_reading()
@@ -569,19 +569,28 @@ class MuxSession:
     # --- output -------------------------------------------------------------------
 
     def take_output(self) -> bytes:
-        """Bytes for the outer response body since the last call (gzip-coded
-        and sync-flushed if negotiated, so everything taken is decodable)."""
+        """`take_output_pieces()` as one bytes object."""
+        return b"".join(self.take_output_pieces())
+
+    def take_output_pieces(self) -> list[bytes]:
+        """Bytes for the outer response body since the last call, as the
+        pieces they were made in (gzip-coded and sync-flushed if negotiated,
+        so everything taken is decodable).  Large bodies are among them
+        uncopied; the shell writes the pieces with one writev
+        (serialize.coalesce)."""
         deflater = self._deflater
         if not self._out and (deflater is None or not self.ended):
-            return b""
-        data = b"".join(self._out)
-        self._out.clear()
+            return []
+        pieces = self._out
+        self._out = []
         if deflater is not None:
+            data = b"".join(pieces)
             if self.ended:
                 data = deflater.compress(data) + deflater.flush(zlib.Z_FINISH)
                 self._deflater = None
             else:
                 data = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+            pieces = [data]
         self.last_output_at = self.clock()
         if self._left_untaken:
             self._left_untaken = 0
@@ -591,7 +600,7 @@ class MuxSession:
                 self._pump()
             if not self._reading:
                 self._update_reading()
-        return data
+        return pieces
 
     @property
     def has_output(self) -> bool:
@@ -887,7 +896,7 @@ class MuxSession:
                 self._out.append(inner_response_head(response, stream.method, stream.tags, _CHUNKED))
                 if stream.buffer:
                     data = b"".join(stream.buffer)
-                    self._out.append(chunk(data))
+                    append_chunk(self._out, data)
                     stream.body_bytes += len(data)
                 self._drop_buffer(stream)
                 stream.state = InnerState.STREAMING
