@@ -311,13 +311,9 @@ class MuxStream:
         if self.ended:
             return
         session = self.session
-        pieces = session.take_output_pieces()
-        if pieces:
-            size = 0
-            for piece in pieces:
-                size += len(piece)
-            self.bytes_out += size
-            self.conn.write_pieces(self.encoder.encode_pieces(pieces, size))
+        framed = self._framed_output()
+        if framed:
+            self.conn.write_pieces(framed)
         if session.commands or session.has_output:
             # Taking the output let the session parse further (it stops at
             # max_in_flight answers not yet taken): run what that produced;
@@ -325,18 +321,23 @@ class MuxStream:
             # refused requests never holds the event loop.
             self.run()
 
+    def _framed_output(self) -> list[bytes]:
+        """The session's output since the last call, framed for the outer
+        body and counted; large bodies in it uncopied (write_pieces)."""
+        pieces = self.session.take_output_pieces()
+        size = 0
+        for piece in pieces:
+            size += len(piece)
+        self.bytes_out += size
+        return self.encoder.encode_pieces(pieces, size)
+
     def _end(self, close: bool) -> None:
         """The session is over: last bytes, last chunk, next request or close."""
         if self.ended:
             return
         conn = self.conn
         if not conn.closing:
-            pieces = self.session.take_output_pieces()
-            size = 0
-            for piece in pieces:
-                size += len(piece)
-            self.bytes_out += size
-            framed = self.encoder.encode_pieces(pieces, size)
+            framed = self._framed_output()
             framed.append(self.encoder.end())
             conn.write_pieces(framed)
         self.ended = True
